@@ -1,0 +1,1 @@
+//! Retry budget kept in shared data (see issue 4).

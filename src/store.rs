@@ -1,0 +1,1 @@
+//! The shared key-value store the budget lives in, as a narrow trait.
