@@ -4,5 +4,16 @@
 //! Everything here but `adapter` is host-independent decision logic with native tests;
 //! `adapter` (wasm32 only) is the one place that talks to the proxy-wasm host.
 
+pub mod backoff;
 pub mod budget;
+pub mod config;
+pub mod exchange;
+pub mod header_map;
+pub mod outcome;
+pub mod policy;
+pub mod request_copy;
+pub mod retry_after;
 pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;

@@ -1,0 +1,1004 @@
+//! The per-request state machine: fed host events, it returns the next action to execute.
+//!
+//! The adapter turns host callbacks into [`Event`]s and executes the returned [`Action`]s;
+//! everything that decides lives here and runs natively in tests. Time, randomness and the
+//! retry budget come through the narrow [`Env`] trait.
+
+use crate::backoff;
+use crate::config::{Plan, Scheme};
+use crate::header_map::{first, Headers};
+use crate::outcome::{Failure, Outcome};
+use crate::policy::{RetryPolicy, Verdict};
+use crate::request_copy::{body_expectation, forwardable, BodyExpectation, RequestCopy};
+use crate::retry_after;
+use std::rc::Rc;
+
+/// What the state machine needs from the outside world.
+pub trait Env {
+    /// Current time, ms since the Unix epoch (the host's clock).
+    fn now_ms(&self) -> u64;
+    /// A random number for backoff jitter.
+    fn random(&mut self) -> u64;
+    /// The retry budget: may retry `attempt` (2 = first retry) be spent? Issue 4 plugs in here.
+    fn allow_retry(&mut self, _attempt: u32) -> bool {
+        true
+    }
+}
+
+/// How attempts are executed for this request (`auto` already resolved by the adapter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// Every attempt is a `dispatch_http_call`; the client gets a local response.
+    Dispatch,
+    /// Attempt 1 goes the proxy's native way; retries are dispatched and replace its response.
+    Response,
+}
+
+/// Where dispatched attempts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `dispatch_http_call`'s upstream argument (Kong `host:port`, Envoy cluster).
+    pub upstream: String,
+    pub scheme: Scheme,
+}
+
+/// The result of reading the request body in `on_http_request_body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRead {
+    /// The whole body (end of stream seen).
+    Complete(Vec<u8>),
+    /// More is coming; this much is buffered so far.
+    Partial(usize),
+    /// The host announced a body but could not give it (Kong: spilled to a temp file).
+    Unreadable,
+}
+
+/// One dispatched attempt's answer as read from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResponse {
+    pub outcome: Outcome,
+    /// Response headers, pseudo headers included, repeats kept (empty on failure).
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// A host event for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `on_http_request_headers`. `path` / `authority` override what is dispatched (Kong:
+    /// `ngx.upstream_uri` / `ngx.upstream_host`); `None` keeps the downstream values.
+    RequestHeaders {
+        headers: Headers,
+        path: Option<String>,
+        authority: Option<String>,
+    },
+    /// `on_http_request_body`.
+    RequestBody(BodyRead),
+    /// Response mode: the native attempt's status (`on_http_response_headers`).
+    UpstreamResponseHeaders {
+        status: Option<u16>,
+        retry_after: Option<String>,
+    },
+    /// `on_http_call_response` for the attempt in flight.
+    AttemptResult(AttemptResponse),
+    /// `dispatch_http_call` returned an error for the attempt just requested.
+    DispatchRefused,
+    /// The wait requested by [`Action::Wait`] is over.
+    DelayElapsed,
+}
+
+/// One attempt to dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub number: u32,
+    /// Dispatch timeout: the per-try timeout, never past the deadline.
+    pub timeout_ms: u64,
+    /// Why the previous attempt is being retried (`None` for attempt 1).
+    pub reason: Option<Outcome>,
+    /// How long the filter waited before this attempt.
+    pub waited_ms: u64,
+}
+
+/// The response the client gets from the filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalResponse {
+    pub status: u16,
+    /// End-to-end headers, repeats kept in order, attempts header included.
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// What the adapter must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Let the request (or, in response mode, the held native response) go on natively.
+    PassThrough,
+    /// Hold the request: the body is still coming, or an attempt's answer is.
+    Pause,
+    /// Send this attempt, then hold; its answer comes back as `AttemptResult`.
+    Dispatch(Attempt),
+    /// Wait this long without holding a worker, then feed `DelayElapsed`.
+    Wait { ms: u64, next_attempt: u32 },
+    /// Answer the client with this response (`send_http_response`).
+    Respond(FinalResponse),
+}
+
+/// Why the exchange stopped retrying, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Success or a status not in `retry_on`.
+    Final,
+    /// All `retries + 1` attempts spent.
+    Exhausted,
+    /// The request must not be sent twice.
+    NotReplayable,
+    /// The next attempt could not finish before the deadline.
+    Deadline,
+    /// `Retry-After` asked for more than `retry_after_max`.
+    RetryAfterTooLong,
+    /// The retry budget said no.
+    Budget,
+}
+
+/// Why the filter let a request go natively, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeReason {
+    /// Method without idempotency key, or `retries: 0`: sent once, nothing to copy.
+    NotRetryable,
+    /// Body larger than `max_body_bytes`.
+    BodyTooLarge,
+    /// Body announced but unreadable (Kong: spilled to a temp file).
+    BodyUnreadable,
+    /// The first dispatch was refused by the host before anything was sent.
+    DispatchRefused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Last {
+    /// Response mode: the native attempt's response, held at its headers.
+    Native,
+    Dispatched(FinalResponse),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Start,
+    AwaitingBody,
+    /// The filter stepped aside; the proxy sends the request once.
+    Native(NativeReason),
+    /// Response mode: attempt 1 is on its native way.
+    NativeFirstAttempt,
+    InFlight(u32),
+    Waiting(u32),
+    /// The final response was sent (or the native one released).
+    Done(StopReason),
+}
+
+/// The state of one request's exchange with the upstream.
+#[derive(Debug)]
+pub struct Exchange {
+    plan: Rc<Plan>,
+    execution: Execution,
+    target: Target,
+    state: State,
+    copy: Option<RequestCopy>,
+    path: String,
+    authority: String,
+    replayable: bool,
+    started_ms: u64,
+    attempts: u32,
+    last: Option<Last>,
+    last_failure: Option<Failure>,
+    last_outcome: Option<Outcome>,
+    pending_wait_ms: u64,
+    final_response: Option<FinalResponse>,
+}
+
+impl Exchange {
+    /// A new exchange for one request.
+    pub fn new(plan: Rc<Plan>, execution: Execution, target: Target) -> Self {
+        Exchange {
+            plan,
+            execution,
+            target,
+            state: State::Start,
+            copy: None,
+            path: String::new(),
+            authority: String::new(),
+            replayable: false,
+            started_ms: 0,
+            attempts: 0,
+            last: None,
+            last_failure: None,
+            last_outcome: None,
+            pending_wait_ms: 0,
+            final_response: None,
+        }
+    }
+
+    /// Attempts made so far (the native first attempt included).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The outcome of the latest attempt.
+    pub fn last_outcome(&self) -> Option<Outcome> {
+        self.last_outcome
+    }
+
+    /// Why the filter stepped aside, if it did.
+    pub fn native_reason(&self) -> Option<NativeReason> {
+        match self.state {
+            State::Native(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Why retrying stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        match self.state {
+            State::Done(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Is a response-mode native attempt waiting for its response headers?
+    pub fn awaits_native_response(&self) -> bool {
+        self.state == State::NativeFirstAttempt
+    }
+
+    /// The local response sent to the client, kept so the adapter can repair what the host
+    /// changes on the way out (Kong: repeated headers, the appended `"\n"`).
+    pub fn sent_response(&self) -> Option<&FinalResponse> {
+        self.final_response.as_ref()
+    }
+
+    /// The full header list (pseudo headers included) of a dispatched attempt.
+    pub fn dispatch_headers(&self, attempt: u32) -> Headers {
+        match &self.copy {
+            Some(c) => c.dispatch_headers(
+                self.target.scheme.as_str(),
+                &self.authority,
+                &self.path,
+                &self.plan.attempt_header,
+                attempt,
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    /// The body of every dispatched attempt.
+    pub fn dispatch_body(&self) -> &[u8] {
+        self.copy.as_ref().map_or(&[], |c| c.body.as_slice())
+    }
+
+    /// The dispatch target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Feeds one event; returns what to do next.
+    pub fn handle(&mut self, event: Event, env: &mut dyn Env) -> Action {
+        match event {
+            Event::RequestHeaders {
+                headers,
+                path,
+                authority,
+            } => self.on_request_headers(headers, path, authority, env),
+            Event::RequestBody(read) => self.on_request_body(read),
+            Event::UpstreamResponseHeaders {
+                status,
+                retry_after,
+            } => self.on_native_response(status, retry_after, env),
+            Event::AttemptResult(resp) => self.on_attempt_result(resp, env),
+            Event::DispatchRefused => self.on_dispatch_refused(env),
+            Event::DelayElapsed => self.on_delay_elapsed(env),
+        }
+    }
+
+    fn native(&mut self, reason: NativeReason) -> Action {
+        self.state = State::Native(reason);
+        self.attempts = 1;
+        self.copy = None;
+        Action::PassThrough
+    }
+
+    fn on_request_headers(
+        &mut self,
+        headers: Headers,
+        path: Option<String>,
+        authority: Option<String>,
+        env: &mut dyn Env,
+    ) -> Action {
+        if self.state != State::Start {
+            return Action::PassThrough;
+        }
+        self.started_ms = env.now_ms();
+        let copy = RequestCopy::from_headers(&headers);
+        let has_key = copy.has_header(&self.plan.idempotency_header);
+        self.replayable = RetryPolicy::new(&self.plan).replayable(&copy.method, has_key);
+        if !self.replayable || self.plan.retries == 0 {
+            return self.native(NativeReason::NotRetryable);
+        }
+        self.path = path.unwrap_or_else(|| copy.path.clone());
+        self.authority = authority.unwrap_or_else(|| copy.authority.clone());
+        self.copy = Some(copy);
+        match body_expectation(&headers) {
+            BodyExpectation::Length(n) if n > self.plan.max_body_bytes as u64 => {
+                self.native(NativeReason::BodyTooLarge)
+            }
+            BodyExpectation::None => self.body_complete(),
+            BodyExpectation::Length(_) | BodyExpectation::Unknown => {
+                self.state = State::AwaitingBody;
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_request_body(&mut self, read: BodyRead) -> Action {
+        match self.state {
+            State::AwaitingBody => {}
+            // Dispatched already (e.g. a body nobody announced): keep holding the request.
+            State::InFlight(_) | State::Waiting(_) => return Action::Pause,
+            _ => return Action::PassThrough,
+        }
+        match read {
+            BodyRead::Partial(n) if n > self.plan.max_body_bytes => {
+                self.native(NativeReason::BodyTooLarge)
+            }
+            BodyRead::Partial(_) => Action::Pause,
+            BodyRead::Unreadable => self.native(NativeReason::BodyUnreadable),
+            BodyRead::Complete(body) if body.len() > self.plan.max_body_bytes => {
+                self.native(NativeReason::BodyTooLarge)
+            }
+            BodyRead::Complete(body) => {
+                if let Some(c) = self.copy.as_mut() {
+                    c.body = body;
+                }
+                self.body_complete()
+            }
+        }
+    }
+
+    /// The request is copied whole: start attempt 1.
+    fn body_complete(&mut self) -> Action {
+        match self.execution {
+            Execution::Dispatch => {
+                let timeout_ms = self.plan.per_try_timeout_ms.min(self.plan.deadline_ms);
+                self.start(Attempt {
+                    number: 1,
+                    timeout_ms,
+                    reason: None,
+                    waited_ms: 0,
+                })
+            }
+            Execution::Response => {
+                self.state = State::NativeFirstAttempt;
+                self.attempts = 1;
+                Action::PassThrough
+            }
+        }
+    }
+
+    fn start(&mut self, attempt: Attempt) -> Action {
+        self.state = State::InFlight(attempt.number);
+        self.attempts = attempt.number;
+        Action::Dispatch(attempt)
+    }
+
+    fn on_native_response(
+        &mut self,
+        status: Option<u16>,
+        retry_after: Option<String>,
+        env: &mut dyn Env,
+    ) -> Action {
+        if self.state != State::NativeFirstAttempt {
+            return Action::PassThrough;
+        }
+        let outcome = match status {
+            Some(s) => Outcome::Status(s),
+            None => Outcome::Failed(Failure::Unspecified),
+        };
+        self.last = Some(Last::Native);
+        self.after_attempt(1, outcome, retry_after.as_deref(), env)
+    }
+
+    fn on_attempt_result(&mut self, resp: AttemptResponse, env: &mut dyn Env) -> Action {
+        let State::InFlight(n) = self.state else {
+            return Action::Pause;
+        };
+        let retry_after = first(&resp.headers, "retry-after").map(str::to_string);
+        match resp.outcome {
+            Outcome::Status(status) => {
+                let mut headers = forwardable(&resp.headers);
+                headers.push((
+                    self.plan.attempts_header.clone(),
+                    n.to_string().into_bytes(),
+                ));
+                self.last = Some(Last::Dispatched(FinalResponse {
+                    status,
+                    headers,
+                    body: resp.body,
+                }));
+            }
+            Outcome::Failed(f) => self.last_failure = Some(f),
+        }
+        self.after_attempt(n, resp.outcome, retry_after.as_deref(), env)
+    }
+
+    fn on_dispatch_refused(&mut self, env: &mut dyn Env) -> Action {
+        match self.state {
+            // Nothing was sent yet: the native path can still carry the request, once.
+            State::InFlight(1) if self.execution == Execution::Dispatch => {
+                self.native(NativeReason::DispatchRefused)
+            }
+            State::InFlight(n) => {
+                self.last_failure = Some(Failure::DispatchRefused);
+                self.after_attempt(n, Outcome::Failed(Failure::DispatchRefused), None, env)
+            }
+            _ => Action::Pause,
+        }
+    }
+
+    fn on_delay_elapsed(&mut self, env: &mut dyn Env) -> Action {
+        let State::Waiting(next) = self.state else {
+            return Action::Pause;
+        };
+        let Some(timeout_ms) = self.time_for_attempt(env.now_ms(), 0) else {
+            return self.finish(StopReason::Deadline);
+        };
+        self.start(Attempt {
+            number: next,
+            timeout_ms,
+            reason: self.last_outcome,
+            waited_ms: self.pending_wait_ms,
+        })
+    }
+
+    /// The dispatch timeout for an attempt starting after `delay_ms`, or `None` when it could
+    /// not finish before the deadline.
+    fn time_for_attempt(&self, now_ms: u64, delay_ms: u64) -> Option<u64> {
+        let elapsed = now_ms.saturating_sub(self.started_ms);
+        let left = self
+            .plan
+            .deadline_ms
+            .checked_sub(elapsed)?
+            .checked_sub(delay_ms)?;
+        (left >= self.plan.per_try_timeout_ms).then_some(self.plan.per_try_timeout_ms)
+    }
+
+    fn after_attempt(
+        &mut self,
+        n: u32,
+        outcome: Outcome,
+        retry_after: Option<&str>,
+        env: &mut dyn Env,
+    ) -> Action {
+        self.last_outcome = Some(outcome);
+        match RetryPolicy::new(&self.plan).verdict(outcome, n, self.replayable) {
+            Verdict::Final => return self.finish(StopReason::Final),
+            Verdict::Exhausted => return self.finish(StopReason::Exhausted),
+            Verdict::NotReplayable => return self.finish(StopReason::NotReplayable),
+            Verdict::Retry => {}
+        }
+        let now = env.now_ms();
+        let mut delay = backoff::delay_ms(&self.plan.backoff, n, env.random());
+        if let (Outcome::Status(429 | 503), Some(value), true) =
+            (outcome, retry_after, self.plan.retry_after_max_ms > 0)
+        {
+            if let Some(asked) = retry_after::delay_ms(value, now) {
+                if asked > self.plan.retry_after_max_ms {
+                    return self.finish(StopReason::RetryAfterTooLong);
+                }
+                delay = delay.max(asked);
+            }
+        }
+        let Some(timeout_ms) = self.time_for_attempt(now, delay) else {
+            return self.finish(StopReason::Deadline);
+        };
+        if !env.allow_retry(n + 1) {
+            return self.finish(StopReason::Budget);
+        }
+        if delay == 0 {
+            self.pending_wait_ms = 0;
+            return self.start(Attempt {
+                number: n + 1,
+                timeout_ms,
+                reason: Some(outcome),
+                waited_ms: 0,
+            });
+        }
+        self.pending_wait_ms = delay;
+        self.state = State::Waiting(n + 1);
+        Action::Wait {
+            ms: delay,
+            next_attempt: n + 1,
+        }
+    }
+
+    /// Retrying is over: answer with the last response, or say what failed.
+    fn finish(&mut self, reason: StopReason) -> Action {
+        self.state = State::Done(reason);
+        self.copy = None;
+        match self.last.take() {
+            Some(Last::Native) => Action::PassThrough,
+            Some(Last::Dispatched(resp)) => self.respond(resp),
+            None => {
+                let failure = self.last_failure.unwrap_or(Failure::Unspecified);
+                let body = format!(
+                    "upstream request failed: {} (after {} attempt{})\n",
+                    failure.as_str(),
+                    self.attempts,
+                    if self.attempts == 1 { "" } else { "s" }
+                );
+                let headers = vec![
+                    (
+                        "content-type".to_string(),
+                        b"text/plain; charset=utf-8".to_vec(),
+                    ),
+                    (
+                        self.plan.attempts_header.clone(),
+                        self.attempts.to_string().into_bytes(),
+                    ),
+                ];
+                self.respond(FinalResponse {
+                    status: failure.final_status(),
+                    headers,
+                    body: body.into_bytes(),
+                })
+            }
+        }
+    }
+
+    fn respond(&mut self, resp: FinalResponse) -> Action {
+        self.final_response = Some(resp.clone());
+        Action::Respond(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    struct TestEnv {
+        now: u64,
+        random: u64,
+        budget: bool,
+    }
+
+    impl Env for TestEnv {
+        fn now_ms(&self) -> u64 {
+            self.now
+        }
+        fn random(&mut self) -> u64 {
+            self.random
+        }
+        fn allow_retry(&mut self, _attempt: u32) -> bool {
+            self.budget
+        }
+    }
+
+    fn env() -> TestEnv {
+        TestEnv {
+            now: 1_000_000,
+            random: 0,
+            budget: true,
+        }
+    }
+
+    fn hs(pairs: &[(&str, &str)]) -> Headers {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn exchange(json: &str, execution: Execution) -> Exchange {
+        Exchange::new(
+            Rc::new(parse(json.as_bytes()).unwrap()),
+            execution,
+            Target {
+                upstream: "backend:80".into(),
+                scheme: Scheme::Http,
+            },
+        )
+    }
+
+    fn request(method: &str, extra: &[(&str, &str)]) -> Event {
+        let mut h = hs(&[
+            (":method", method),
+            (":path", "/x?y=1"),
+            (":authority", "gw"),
+        ]);
+        h.extend(hs(extra));
+        Event::RequestHeaders {
+            headers: h,
+            path: None,
+            authority: None,
+        }
+    }
+
+    fn status(code: u16, extra: &[(&str, &str)]) -> Event {
+        let mut h = hs(&[(":status", &code.to_string())]);
+        h.extend(hs(extra));
+        Event::AttemptResult(AttemptResponse {
+            outcome: Outcome::Status(code),
+            headers: h,
+            body: format!("body {code}").into_bytes(),
+        })
+    }
+
+    fn failed(f: Failure) -> Event {
+        Event::AttemptResult(AttemptResponse {
+            outcome: Outcome::Failed(f),
+            headers: vec![],
+            body: vec![],
+        })
+    }
+
+    fn dispatched(a: &Action) -> u32 {
+        match a {
+            Action::Dispatch(at) => at.number,
+            other => panic!("expected Dispatch, got {other:?}"),
+        }
+    }
+
+    fn responded(a: Action) -> FinalResponse {
+        match a {
+            Action::Respond(r) => r,
+            other => panic!("expected Respond, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_without_body_dispatches_from_headers_and_retries_503() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        assert_eq!(dispatched(&x.handle(request("GET", &[]), &mut e)), 1);
+        let h = x.dispatch_headers(1);
+        assert_eq!(first(&h, ":path"), Some("/x?y=1"));
+        assert_eq!(first(&h, "x-retry-attempt"), None);
+        assert_eq!(dispatched(&x.handle(status(503, &[]), &mut e)), 2);
+        assert_eq!(first(&x.dispatch_headers(2), "x-retry-attempt"), Some("2"));
+        let r = responded(x.handle(
+            status(200, &[("set-cookie", "a"), ("set-cookie", "b")]),
+            &mut e,
+        ));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"body 200");
+        assert_eq!(
+            r.headers,
+            hs(&[
+                ("set-cookie", "a"),
+                ("set-cookie", "b"),
+                ("x-kong-retry-attempts", "2")
+            ])
+        );
+        assert_eq!(x.stop_reason(), Some(StopReason::Final));
+        assert_eq!(x.sent_response(), Some(&r));
+    }
+
+    #[test]
+    fn exhausted_gives_last_response_after_retries_plus_one() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"retries":3,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        let mut a = x.handle(request("GET", &[]), &mut e);
+        let mut calls = 0;
+        while let Action::Dispatch(_) = a {
+            calls += 1;
+            a = x.handle(status(502, &[("connection", "close")]), &mut e);
+        }
+        assert_eq!(calls, 4);
+        let r = responded(a);
+        assert_eq!(r.status, 502);
+        assert_eq!(r.headers, hs(&[("x-kong-retry-attempts", "4")]));
+        assert_eq!(x.stop_reason(), Some(StopReason::Exhausted));
+    }
+
+    #[test]
+    fn failures_only_give_plain_text_502_or_504() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"retries":1,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(failed(Failure::ConnectFailure), &mut e);
+        let r = responded(x.handle(failed(Failure::Timeout), &mut e));
+        assert_eq!(r.status, 504);
+        assert!(String::from_utf8_lossy(&r.body).contains("timeout"));
+        assert_eq!(first(&r.headers, "x-kong-retry-attempts"), Some("2"));
+    }
+
+    #[test]
+    fn last_real_response_wins_over_later_failure() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"retries":1,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(status(503, &[]), &mut e);
+        let r = responded(x.handle(failed(Failure::Reset), &mut e));
+        assert_eq!((r.status, r.body.as_slice()), (503, b"body 503".as_slice()));
+    }
+
+    #[test]
+    fn post_without_key_goes_native_with_key_is_copied() {
+        let mut e = env();
+        let mut x = exchange("{}", Execution::Dispatch);
+        assert_eq!(
+            x.handle(request("POST", &[("content-length", "3")]), &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(x.native_reason(), Some(NativeReason::NotRetryable));
+
+        let mut x = exchange(
+            r#"{"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        let a = x.handle(
+            request(
+                "POST",
+                &[
+                    ("content-length", "3"),
+                    ("idempotency-key", "k1"),
+                    ("expect", "100-continue"),
+                ],
+            ),
+            &mut e,
+        );
+        assert_eq!(a, Action::Pause);
+        assert_eq!(
+            x.handle(Event::RequestBody(BodyRead::Partial(2)), &mut e),
+            Action::Pause
+        );
+        let a = x.handle(
+            Event::RequestBody(BodyRead::Complete(vec![0, 255, 7])),
+            &mut e,
+        );
+        assert_eq!(dispatched(&a), 1);
+        assert_eq!(x.dispatch_body(), &[0, 255, 7]);
+        let h = x.dispatch_headers(1);
+        assert_eq!(first(&h, "content-length"), Some("3"));
+        assert_eq!(first(&h, "expect"), None);
+        assert_eq!(dispatched(&x.handle(status(503, &[]), &mut e)), 2);
+        assert_eq!(x.dispatch_body(), &[0, 255, 7]);
+    }
+
+    #[test]
+    fn big_or_unreadable_bodies_go_native_once() {
+        let mut e = env();
+        let mut x = exchange(r#"{"max_body_bytes":10}"#, Execution::Dispatch);
+        assert_eq!(
+            x.handle(request("PUT", &[("content-length", "11")]), &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(x.native_reason(), Some(NativeReason::BodyTooLarge));
+
+        let mut x = exchange(r#"{"max_body_bytes":10}"#, Execution::Dispatch);
+        assert_eq!(
+            x.handle(request("PUT", &[("transfer-encoding", "chunked")]), &mut e),
+            Action::Pause
+        );
+        assert_eq!(
+            x.handle(Event::RequestBody(BodyRead::Partial(11)), &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(x.native_reason(), Some(NativeReason::BodyTooLarge));
+
+        let mut x = exchange("{}", Execution::Dispatch);
+        x.handle(request("PUT", &[("content-length", "9000")]), &mut e);
+        assert_eq!(
+            x.handle(Event::RequestBody(BodyRead::Unreadable), &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(x.native_reason(), Some(NativeReason::BodyUnreadable));
+        assert_eq!(x.attempts(), 1);
+    }
+
+    #[test]
+    fn backoff_wait_then_dispatch() {
+        let mut e = env();
+        e.random = 10;
+        let mut x = exchange(
+            r#"{"backoff":{"base_interval":25,"max_interval":250}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        assert_eq!(
+            x.handle(status(502, &[]), &mut e),
+            Action::Wait {
+                ms: 10,
+                next_attempt: 2
+            }
+        );
+        e.now += 10;
+        let a = x.handle(Event::DelayElapsed, &mut e);
+        match a {
+            Action::Dispatch(at) => {
+                assert_eq!(at.number, 2);
+                assert_eq!(at.waited_ms, 10);
+                assert_eq!(at.reason, Some(Outcome::Status(502)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_honoured_and_capped() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"retry_after_max":3000,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        assert_eq!(
+            x.handle(status(503, &[("retry-after", "2")]), &mut e),
+            Action::Wait {
+                ms: 2000,
+                next_attempt: 2
+            }
+        );
+
+        let mut x = exchange(r#"{"retry_after_max":3000}"#, Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        let r = responded(x.handle(status(503, &[("retry-after", "5")]), &mut e));
+        assert_eq!(first(&r.headers, "retry-after"), Some("5"));
+        assert_eq!(x.stop_reason(), Some(StopReason::RetryAfterTooLong));
+    }
+
+    #[test]
+    fn deadline_stops_attempts_that_cannot_finish() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"per_try_timeout":1000,"deadline":2500,"retries":5,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        e.now += 1000;
+        assert_eq!(dispatched(&x.handle(failed(Failure::Timeout), &mut e)), 2);
+        e.now += 1000;
+        let r = responded(x.handle(failed(Failure::Timeout), &mut e));
+        assert_eq!(r.status, 504);
+        assert_eq!(x.stop_reason(), Some(StopReason::Deadline));
+    }
+
+    #[test]
+    fn budget_denial_stops_retries() {
+        let mut e = env();
+        e.budget = false;
+        let mut x = exchange("{}", Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        let r = responded(x.handle(status(503, &[]), &mut e));
+        assert_eq!(r.status, 503);
+        assert_eq!(x.stop_reason(), Some(StopReason::Budget));
+    }
+
+    #[test]
+    fn refused_first_dispatch_goes_native_later_ones_count_as_failures() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        assert_eq!(
+            x.handle(Event::DispatchRefused, &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(x.native_reason(), Some(NativeReason::DispatchRefused));
+
+        let mut x = exchange(
+            r#"{"retries":1,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(status(503, &[]), &mut e);
+        let r = responded(x.handle(Event::DispatchRefused, &mut e));
+        assert_eq!(r.status, 503);
+    }
+
+    #[test]
+    fn response_mode_native_first_then_dispatch_retry() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Response,
+        );
+        assert_eq!(x.handle(request("GET", &[]), &mut e), Action::PassThrough);
+        assert!(x.awaits_native_response());
+        let a = x.handle(
+            Event::UpstreamResponseHeaders {
+                status: Some(503),
+                retry_after: None,
+            },
+            &mut e,
+        );
+        assert_eq!(dispatched(&a), 2);
+        let r = responded(x.handle(status(200, &[]), &mut e));
+        assert_eq!(first(&r.headers, "x-kong-retry-attempts"), Some("2"));
+
+        // Success on the native path: nothing to do.
+        let mut x = exchange("{}", Execution::Response);
+        x.handle(request("GET", &[]), &mut e);
+        let a = x.handle(
+            Event::UpstreamResponseHeaders {
+                status: Some(200),
+                retry_after: None,
+            },
+            &mut e,
+        );
+        assert_eq!(a, Action::PassThrough);
+
+        // Retries fail without a response: the held native response is released.
+        let mut x = exchange(
+            r#"{"retries":1,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Response,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(
+            Event::UpstreamResponseHeaders {
+                status: Some(503),
+                retry_after: None,
+            },
+            &mut e,
+        );
+        assert_eq!(
+            x.handle(failed(Failure::Reset), &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(x.attempts(), 2);
+    }
+
+    #[test]
+    fn response_mode_copies_the_body_first() {
+        let mut e = env();
+        let mut x = exchange("{}", Execution::Response);
+        assert_eq!(
+            x.handle(request("PUT", &[("content-length", "2")]), &mut e),
+            Action::Pause
+        );
+        assert_eq!(
+            x.handle(
+                Event::RequestBody(BodyRead::Complete(b"hi".to_vec())),
+                &mut e
+            ),
+            Action::PassThrough
+        );
+        assert!(x.awaits_native_response());
+        assert_eq!(x.dispatch_body(), b"hi");
+    }
+
+    #[test]
+    fn stray_events_never_panic() {
+        let mut e = env();
+        let mut x = exchange("{}", Execution::Dispatch);
+        assert_eq!(x.handle(status(200, &[]), &mut e), Action::Pause);
+        assert_eq!(x.handle(Event::DelayElapsed, &mut e), Action::Pause);
+        assert_eq!(x.handle(Event::DispatchRefused, &mut e), Action::Pause);
+        assert_eq!(
+            x.handle(Event::RequestBody(BodyRead::Unreadable), &mut e),
+            Action::PassThrough
+        );
+        assert_eq!(
+            x.handle(
+                Event::UpstreamResponseHeaders {
+                    status: None,
+                    retry_after: None
+                },
+                &mut e
+            ),
+            Action::PassThrough
+        );
+        assert!(x.dispatch_headers(1).is_empty());
+    }
+}
