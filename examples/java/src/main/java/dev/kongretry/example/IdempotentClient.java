@@ -187,7 +187,7 @@ public final class IdempotentClient {
                 logAttempt(op, attempt, outcome, gatewayAttempts, start, "stop: " + reason);
                 return new GaveUp(reason, attempt, key);
             }
-            if (System.nanoTime() + wait.toNanos() >= deadline) {
+            if (wait.compareTo(Duration.ofNanos(deadline - System.nanoTime())) >= 0) {
                 String reason = "deadline of " + policy.deadline().toMillis() + " ms reached, last: " + outcome;
                 logAttempt(op, attempt, outcome, gatewayAttempts, start, "stop: " + reason);
                 return new GaveUp(reason, attempt, key);

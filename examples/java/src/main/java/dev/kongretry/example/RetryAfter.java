@@ -2,9 +2,13 @@ package dev.kongretry.example;
 
 import java.time.Duration;
 import java.time.Instant;
+import java.time.LocalDate;
+import java.time.ZoneOffset;
 import java.time.ZonedDateTime;
 import java.time.format.DateTimeFormatter;
+import java.time.format.DateTimeFormatterBuilder;
 import java.time.format.DateTimeParseException;
+import java.time.temporal.ChronoField;
 import java.util.List;
 import java.util.Locale;
 import java.util.Optional;
@@ -32,9 +36,18 @@ public final class RetryAfter {
      */
     private static final List<DateTimeFormatter> DATE_FORMATS = List.of(
             DateTimeFormatter.RFC_1123_DATE_TIME,                                       // Sun, 06 Nov 1994 08:49:37 GMT
-            DateTimeFormatter.ofPattern("EEEE, dd-MMM-yy HH:mm:ss zzz", Locale.US),    // Sunday, 06-Nov-94 08:49:37 GMT
+            rfc850(),                                                                   // Sunday, 06-Nov-94 08:49:37 GMT
             DateTimeFormatter.ofPattern("EEE MMM ppd HH:mm:ss yyyy", Locale.US)        // Sun Nov  6 08:49:37 1994 (asctime, GMT)
-                    .withZone(java.time.ZoneOffset.UTC));
+                    .withZone(ZoneOffset.UTC));
+
+    /** Two-digit years: RFC 9110 reads "more than 50 years ahead" as the past century. */
+    private static DateTimeFormatter rfc850() {
+        return new DateTimeFormatterBuilder()
+                .appendPattern("EEEE, dd-MMM-")
+                .appendValueReduced(ChronoField.YEAR, 2, 2, LocalDate.now(ZoneOffset.UTC).minusYears(50))
+                .appendPattern(" HH:mm:ss zzz")
+                .toFormatter(Locale.US);
+    }
 
     /**
      * Returns how long to wait, measured from {@code now}; empty when the header is absent
@@ -74,7 +87,7 @@ public final class RetryAfter {
 
     /** IMF-fixdate has a two-digit day; {@link DateTimeFormatter#RFC_1123_DATE_TIME} prints "6 Nov". */
     private static final DateTimeFormatter IMF_FIXDATE =
-            DateTimeFormatter.ofPattern("EEE, dd MMM yyyy HH:mm:ss 'GMT'", Locale.US).withZone(java.time.ZoneOffset.UTC);
+            DateTimeFormatter.ofPattern("EEE, dd MMM yyyy HH:mm:ss 'GMT'", Locale.US).withZone(ZoneOffset.UTC);
 
     /** Formats an instant as an IMF-fixdate, the form servers should send. */
     public static String httpDate(Instant instant) {

@@ -42,13 +42,12 @@ public record RetryPolicy(int maxAttempts, Duration baseDelay, Duration maxDelay
      */
     public Duration ceiling(int retry) {
         if (retry < 1) throw new IllegalArgumentException("retry numbers start at 1");
-        int doublings = Math.min(retry - 1, 40); // 2^40 * 1 ns is already 18 minutes
-        long nanos = baseDelay.toNanos();
-        long limit = maxDelay.toNanos();
-        for (int i = 0; i < doublings && nanos < limit; i++) {
-            nanos *= 2;
+        Duration d = baseDelay;
+        // Stop doubling as soon as the cap is reached: no overflow whatever the retry number.
+        for (int i = 1; i < retry && d.compareTo(maxDelay) < 0; i++) {
+            d = d.multipliedBy(2);
         }
-        return Duration.ofNanos(Math.min(nanos, limit));
+        return d.compareTo(maxDelay) < 0 ? d : maxDelay;
     }
 
     /**
@@ -60,7 +59,10 @@ public record RetryPolicy(int maxAttempts, Duration baseDelay, Duration maxDelay
      * uniformly gives the least synchronised load (and the shortest average wait).
      */
     public Duration backoff(int retry, RandomGenerator random) {
-        return Duration.ofNanos((long) (random.nextDouble() * ceiling(retry).toNanos()));
+        Duration ceiling = ceiling(retry);
+        // toNanos() overflows beyond ~292 years; such a ceiling is absurd but must not crash.
+        long nanos = ceiling.getSeconds() >= 9_000_000_000L ? Long.MAX_VALUE : ceiling.toNanos();
+        return Duration.ofNanos((long) (random.nextDouble() * nanos));
     }
 
     /**
