@@ -1,0 +1,254 @@
+//! The worst-case numbers a notice quotes, as a pure function of a parsed [`Plan`].
+//!
+//! Upper bounds, deliberately: the notice tells API consumers how long they may have to wait,
+//! so every term is its largest possible value.
+//!
+//! - An attempt lasts at most `per_try_timeout`.
+//! - The wait before retry `n` is at most the backoff ceiling for `n`: full-jitter exponential
+//!   `min(max_interval, base_interval * 2^(n-1))`, or the fixed `interval`.
+//! - If `retry_on` holds 429 or 503 and `retry_after_max > 0`, such a response's `Retry-After`
+//!   is honoured up to `retry_after_max`, so any wait may stretch to that.
+//! - The filter never starts an attempt that cannot finish before `deadline`, so a request
+//!   never takes longer than `deadline` at the gateway: the longest is
+//!   `min(deadline, sum of attempts and waits)`.
+
+use kong_retry::config::{Backoff, Plan};
+
+/// What a notice says about time for one filter configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// Attempts in total: the first plus `retries`.
+    pub attempts: u32,
+    /// `per_try_timeout`, ms.
+    pub per_try_timeout_ms: u64,
+    /// The longest wait before each retry from backoff alone, ms (index 0: before retry 1).
+    pub backoff_ceilings_ms: Vec<u64>,
+    /// `Some(retry_after_max)` when a `Retry-After` can stretch a wait (429/503 retried).
+    pub retry_after_cap_ms: Option<u64>,
+    /// Sum of the longest waits between attempts, ms.
+    pub waits_ms: u64,
+    /// All attempts at their timeout plus all waits at their longest, ms.
+    pub sum_ms: u64,
+    /// `deadline`, ms.
+    pub deadline_ms: u64,
+    /// The longest a request can take at the gateway: `min(deadline, sum)`, ms.
+    pub longest_ms: u64,
+    /// The deadline, not the sum, sets `longest_ms`.
+    pub capped_by_deadline: bool,
+    /// Attempts that fit before the deadline when every attempt times out (no attempt starts
+    /// that could not finish in time; full jitter may wait 0 ms, fixed waits its interval).
+    pub attempts_if_all_time_out: u32,
+}
+
+/// The longest wait before retry `retry` (1 = the first retry) that the backoff allows, ms.
+pub fn backoff_ceiling_ms(backoff: &Backoff, retry: u32) -> u64 {
+    match *backoff {
+        Backoff::Fixed { interval_ms } => interval_ms,
+        Backoff::Exponential { base_ms, max_ms } => {
+            let shift = retry.saturating_sub(1).min(32);
+            base_ms.saturating_mul(1u64 << shift).min(max_ms)
+        }
+    }
+}
+
+/// The shortest wait before a retry that the backoff allows, ms.
+fn backoff_floor_ms(backoff: &Backoff) -> u64 {
+    match *backoff {
+        Backoff::Fixed { interval_ms } => interval_ms,
+        // Full jitter draws from [0, ceiling].
+        Backoff::Exponential { .. } => 0,
+    }
+}
+
+/// Whether a `Retry-After` can make the gateway wait longer than its backoff.
+pub fn retry_after_applies(plan: &Plan) -> bool {
+    plan.retry_after_max_ms > 0 && (plan.retry_on.status(429) || plan.retry_on.status(503))
+}
+
+/// Computes the notice's numbers for `plan`.
+pub fn timing(plan: &Plan) -> Timing {
+    let attempts = plan.retries.saturating_add(1);
+    let backoff_ceilings_ms: Vec<u64> = (1..=plan.retries)
+        .map(|n| backoff_ceiling_ms(&plan.backoff, n))
+        .collect();
+    let retry_after_cap_ms = retry_after_applies(plan).then_some(plan.retry_after_max_ms);
+    let waits_ms = backoff_ceilings_ms
+        .iter()
+        .map(|&b| b.max(retry_after_cap_ms.unwrap_or(0)))
+        .fold(0u64, u64::saturating_add);
+    let sum_ms = plan
+        .per_try_timeout_ms
+        .saturating_mul(u64::from(attempts))
+        .saturating_add(waits_ms);
+    let longest_ms = sum_ms.min(plan.deadline_ms);
+
+    // Attempt k (1-based) starts after k-1 timed-out attempts and k-1 shortest waits; it
+    // starts only if it can finish by the deadline.
+    let floor = backoff_floor_ms(&plan.backoff);
+    let mut fit = 0u32;
+    for k in 1..=u64::from(attempts) {
+        let end = plan
+            .per_try_timeout_ms
+            .saturating_mul(k)
+            .saturating_add(floor.saturating_mul(k - 1));
+        if end > plan.deadline_ms {
+            break;
+        }
+        fit += 1;
+    }
+
+    Timing {
+        attempts,
+        per_try_timeout_ms: plan.per_try_timeout_ms,
+        backoff_ceilings_ms,
+        retry_after_cap_ms,
+        waits_ms,
+        sum_ms,
+        deadline_ms: plan.deadline_ms,
+        longest_ms,
+        capped_by_deadline: sum_ms > plan.deadline_ms,
+        // The config guarantees deadline >= per_try_timeout, so the first attempt always fits.
+        attempts_if_all_time_out: fit.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kong_retry::config::parse;
+
+    fn plan(json: &str) -> Plan {
+        parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        // retries 2, per_try 2000, deadline 10000, exponential 25/250, retry_on gateway-error
+        // (503 included) with retry_after_max 10000.
+        let t = timing(&Plan::default());
+        assert_eq!(t.attempts, 3);
+        assert_eq!(t.backoff_ceilings_ms, vec![25, 50]);
+        assert_eq!(t.retry_after_cap_ms, Some(10_000));
+        assert_eq!(t.waits_ms, 20_000);
+        assert_eq!(t.sum_ms, 26_000);
+        assert_eq!(t.longest_ms, 10_000);
+        assert!(t.capped_by_deadline);
+        assert_eq!(t.attempts_if_all_time_out, 3);
+    }
+
+    #[test]
+    fn backoff_only_sum_below_deadline() {
+        // 3 retries, no 429/503 in retry_on: waits 100 + 200 + 400, attempts 4 x 2000.
+        let t = timing(&plan(
+            r#"{"retries":3,"retry_on":"502,504,timeout","per_try_timeout":2000,
+                "deadline":10000,"backoff":{"base_interval":100,"max_interval":1000}}"#,
+        ));
+        assert_eq!(t.attempts, 4);
+        assert_eq!(t.backoff_ceilings_ms, vec![100, 200, 400]);
+        assert_eq!(t.retry_after_cap_ms, None);
+        assert_eq!(t.waits_ms, 700);
+        assert_eq!(t.sum_ms, 8_700);
+        assert_eq!(t.longest_ms, 8_700);
+        assert!(!t.capped_by_deadline);
+        assert_eq!(t.attempts_if_all_time_out, 4);
+    }
+
+    #[test]
+    fn exponential_ceiling_caps_at_max_interval() {
+        let t = timing(&plan(
+            r#"{"retries":6,"retry_on":"502","per_try_timeout":100,"deadline":60000,
+                "backoff":{"base_interval":100,"max_interval":1000}}"#,
+        ));
+        assert_eq!(t.backoff_ceilings_ms, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(t.waits_ms, 3_500);
+        assert_eq!(t.sum_ms, 7 * 100 + 3_500);
+        assert_eq!(t.longest_ms, 4_200);
+    }
+
+    #[test]
+    fn fixed_backoff_and_deadline_limit_attempts() {
+        // 4 retries, fixed 5000: if every attempt times out, 2000 + 5000 + 2000 = 9000 fits in
+        // 10000, a third attempt would end at 16000.
+        let t = timing(&plan(
+            r#"{"retries":4,"retry_on":"502","per_try_timeout":2000,"deadline":10000,
+                "backoff":{"strategy":"fixed","interval":5000}}"#,
+        ));
+        assert_eq!(t.attempts, 5);
+        assert_eq!(t.backoff_ceilings_ms, vec![5000; 4]);
+        assert_eq!(t.waits_ms, 20_000);
+        assert_eq!(t.sum_ms, 30_000);
+        assert_eq!(t.longest_ms, 10_000);
+        assert!(t.capped_by_deadline);
+        assert_eq!(t.attempts_if_all_time_out, 2);
+    }
+
+    #[test]
+    fn deadline_limits_timed_out_attempts_with_jitter() {
+        // Full jitter may wait 0 ms: 10000 / 3000 -> 3 attempts fit.
+        let t = timing(&plan(
+            r#"{"retries":5,"per_try_timeout":3000,"deadline":10000,"retry_on":"timeout"}"#,
+        ));
+        assert_eq!(t.attempts, 6);
+        assert_eq!(t.attempts_if_all_time_out, 3);
+        assert_eq!(t.longest_ms, 10_000);
+    }
+
+    #[test]
+    fn retry_after_needs_429_or_503_and_a_cap() {
+        let t = timing(&plan(r#"{"retry_on":"429","retry_after_max":3000}"#));
+        assert_eq!(t.retry_after_cap_ms, Some(3_000));
+        // 3 attempts x 2000 + 2 waits x max(backoff, 3000).
+        assert_eq!(t.sum_ms, 12_000);
+        assert_eq!(t.longest_ms, 10_000);
+        let t = timing(&plan(r#"{"retry_on":"503","retry_after_max":0}"#));
+        assert_eq!(t.retry_after_cap_ms, None);
+        assert_eq!(t.sum_ms, 6_000 + 25 + 50);
+        let t = timing(&plan(
+            r#"{"retry_on":"502,504,reset","retry_after_max":9000}"#,
+        ));
+        assert_eq!(t.retry_after_cap_ms, None);
+    }
+
+    #[test]
+    fn no_retries() {
+        let t = timing(&plan(
+            r#"{"retries":0,"per_try_timeout":1500,"deadline":1500}"#,
+        ));
+        assert_eq!(t.attempts, 1);
+        assert!(t.backoff_ceilings_ms.is_empty());
+        assert_eq!(t.waits_ms, 0);
+        assert_eq!(t.sum_ms, 1_500);
+        assert_eq!(t.longest_ms, 1_500);
+        assert!(!t.capped_by_deadline);
+        assert_eq!(t.attempts_if_all_time_out, 1);
+    }
+
+    /// The ceilings quoted here are the ones the filter's own backoff can actually reach.
+    #[test]
+    fn ceilings_match_the_filters_backoff() {
+        for b in [
+            Backoff::Exponential {
+                base_ms: 25,
+                max_ms: 250,
+            },
+            Backoff::Exponential {
+                base_ms: 100,
+                max_ms: 1000,
+            },
+            Backoff::Fixed { interval_ms: 700 },
+        ] {
+            for n in 1..=10 {
+                let c = backoff_ceiling_ms(&b, n);
+                assert_eq!(
+                    kong_retry::backoff::delay_ms(&b, n, c),
+                    c,
+                    "{b:?} retry {n}"
+                );
+                if let Backoff::Exponential { .. } = b {
+                    // One past the ceiling wraps: nothing above it is ever drawn.
+                    assert_eq!(kong_retry::backoff::delay_ms(&b, n, c + 1), 0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The notice on config fixtures: the tool's own fixtures (numbers asserted) and the shipped
+//! `kong/kong.yml` (whose committed example notices must match what the tool prints now).
+
+// Test helpers outside #[test] functions are not covered by clippy.toml's allow-*-in-tests.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use kong_retry_notice::source::{Coverage, NoRetry, Origin};
+use kong_retry_notice::timing::timing;
+use kong_retry_notice::{load, render, Input, Lang, DEFAULT_FILTER_NAME};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kong-retry-notice"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn multi_route_fixture_numbers() {
+    let Input::Kong(routes) = load(&fixture("kong-multi.yml"), DEFAULT_FILTER_NAME).unwrap() else {
+        panic!("not read as kong.yml");
+    };
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "payments-api",
+            "catalog-read",
+            "catalog-admin",
+            "catalog-export",
+            "catalog-search",
+            "legacy"
+        ]
+    );
+    let plan = |i: usize| match &routes[i].coverage {
+        Coverage::Retries { plan, origin, .. } => (plan.clone(), origin.clone()),
+        other => panic!("{}: {other:?}", routes[i].name),
+    };
+
+    // payments-api: from the service's chain. 3 attempts x 3 s + waits 50 + 100 = 9.15 s,
+    // capped by the 8 s deadline; if all time out only 2 fit (3 x 3 s > 8 s).
+    let (p, origin) = plan(0);
+    assert_eq!(origin, Origin::ServiceChain(Some("payments-retry".into())));
+    let t = timing(&p);
+    assert_eq!(
+        (t.attempts, t.waits_ms, t.sum_ms, t.longest_ms),
+        (3, 150, 9_150, 8_000)
+    );
+    assert!(t.capped_by_deadline);
+    assert_eq!(t.attempts_if_all_time_out, 2);
+    assert_eq!(t.retry_after_cap_ms, None);
+
+    // catalog-read: top-level chain, string config. 503 is retried and `retry_after_max`
+    // keeps its 10 s default, so any wait may stretch to 10 s: 4 x 1 s + 3 x 10 s = 34 s,
+    // capped by the 3.5 s deadline; 3 timed-out attempts fit.
+    let (p, origin) = plan(1);
+    assert_eq!(
+        origin,
+        Origin::RouteChain(Some("catalog-read-retry".into()))
+    );
+    let t = timing(&p);
+    assert_eq!(t.backoff_ceilings_ms, vec![25, 50, 100]);
+    assert_eq!(
+        (
+            t.attempts,
+            t.waits_ms,
+            t.sum_ms,
+            t.longest_ms,
+            t.attempts_if_all_time_out
+        ),
+        (4, 30_000, 34_000, 3_500, 3)
+    );
+
+    assert_eq!(
+        routes[2].coverage,
+        Coverage::None(NoRetry::ChainDisabled(Some("admin-retry".into())))
+    );
+    assert_eq!(
+        routes[3].coverage,
+        Coverage::None(NoRetry::FilterDisabled(Some("export-chain".into())))
+    );
+
+    // catalog-search: plugin form; 5xx and 429 with Retry-After up to 2 s.
+    // 2 x 2 s + max(25, 2000) = 6 s, within the 10 s default deadline.
+    let (p, origin) = plan(4);
+    assert_eq!(origin, Origin::RoutePlugin);
+    let t = timing(&p);
+    assert_eq!((t.attempts, t.sum_ms, t.longest_ms), (2, 6_000, 6_000));
+    assert_eq!(t.retry_after_cap_ms, Some(2_000));
+
+    assert_eq!(routes[5].coverage, Coverage::None(NoRetry::NotConfigured));
+}
+
+#[test]
+fn multi_route_fixture_notice_text() {
+    let input = load(&fixture("kong-multi.yml"), DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, Some("2026-12-01 01:00–03:00 UTC"));
+    for needle in [
+        "**Maintenance window:** 2026-12-01 01:00–03:00 UTC",
+        "## Route `payments-api` — `/payments` · GET/POST",
+        "up to 2 retries after the first attempt (3 attempts in total)",
+        "**Longest a request can take at the gateway:** 8 s.",
+        "If every attempt times out, only 2 attempts fit into the deadline.",
+        // The route matches GET and POST only: PATCH is not mentioned.
+        "POST requests **without** an `Idempotency-Key` header",
+        "requests with a body larger than 16 KiB",
+        "## Route `catalog-read` — `/catalog`",
+        "**Longest a request can take at the gateway:** 3.5 s.",
+        // A Retry-After the deadline leaves no room for ends the request instead.
+        "on a 503 response the gateway waits as asked, up to 10 s, then retries, provided the retry can still finish within the overall deadline of 3.5 s;",
+        "## Route `catalog-search` — `/search` · `api.example.com`",
+        "429, 500–599 responses",
+        "on a 429 or 503 response the gateway waits as asked, up to 2 s",
+        "**Longest a request can take at the gateway:** 6 s: 2 attempts of up to 2 s each plus waits of up to 2 s (`Retry-After` included)",
+        "## Routes without gateway retries",
+        "- `catalog-admin` — `/catalog/admin`: the retry filter chain `admin-retry` is switched off.",
+        "- `catalog-export` — `/catalog/export`: the retry filter is switched off.",
+        "- `legacy` — `/legacy`: no retry filter is configured.",
+        "6. **Allow each attempt more than 8 s**",
+    ] {
+        assert!(en.contains(needle), "missing {needle:?} in:\n{en}");
+    }
+
+    let zh = render(&input, Lang::Zh, None);
+    for needle in [
+        "# 通知：API 网关维护与自动重试",
+        "## 路由 `payments-api` — `/payments` · GET/POST",
+        "首次之后最多再重试 2 次（共 3 次尝试）",
+        "**单个请求在网关最长耗时：** 8 秒。",
+        "如果每次尝试都超时，总时限内只来得及尝试 2 次。",
+        "请求体超过 16 KiB 的请求",
+        "## 没有网关重试的路由",
+        "`catalog-admin` — `/catalog/admin`：重试过滤器链 `admin-retry` 已关闭。",
+        "6. **单次尝试的超时要大于 8 秒**",
+    ] {
+        assert!(zh.contains(needle), "missing {needle:?} in:\n{zh}");
+    }
+}
+
+#[test]
+fn filter_config_fixture_through_the_binary() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/filter-config.json");
+    let (code, out, err) = run(&["--lang", "en", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // 5 attempts x 1.5 s + 4 waits of max(1 s fixed, 3 s Retry-After) = 19.5 s < 20 s.
+    for needle in [
+        "## Routes that use this retry configuration",
+        "up to 4 retries after the first attempt (5 attempts in total), waiting 1 s before each retry",
+        "**Longest a request can take at the gateway:** 19.5 s: 5 attempts of up to 1.5 s each plus waits of up to 12 s (`Retry-After` included) (the overall deadline is 20 s).",
+        "on a 429 or 503 response the gateway waits as asked, up to 3 s",
+        "requests with a body larger than 1 MiB",
+        "from a filter configuration, not from a route list",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(!out.contains("If every attempt times out"), "{out}");
+}
+
+#[test]
+fn binary_rejects_what_the_filter_rejects() {
+    let dir = std::env::temp_dir().join(format!("kong-retry-notice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"retries":3,"retry_on":"502,503,timeout","retry_timeout":5000}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run(&["--lang", "zh", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.is_empty(),
+        "no notice for a config the filter would reject: {out}"
+    );
+    assert!(
+        err.contains("retry_timeout") && err.contains("per_try_timeout"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(&["--lang", "fr", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&[bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shipped kong.yml parses with the filter's parser, and the committed example notices
+/// are exactly what the tool prints for it now.
+#[test]
+fn shipped_kong_yml_and_committed_examples_agree() {
+    let kong_yml = repo().join("kong/kong.yml");
+    let Ok(text) = std::fs::read_to_string(&kong_yml) else {
+        eprintln!("kong/kong.yml not present; skipped");
+        return;
+    };
+    let input = load(&text, DEFAULT_FILTER_NAME).unwrap();
+    let Input::Kong(routes) = &input else {
+        panic!("kong/kong.yml not read as a declarative config")
+    };
+    assert!(
+        routes
+            .iter()
+            .any(|r| matches!(r.coverage, Coverage::Retries { .. })),
+        "no route of kong/kong.yml has the filter enabled"
+    );
+    for (lang, tag) in [(Lang::En, "en"), (Lang::Zh, "zh")] {
+        let path = repo().join(format!("docs/{tag}/maintenance-notice.example.md"));
+        let Ok(committed) = std::fs::read_to_string(&path) else {
+            panic!("{} is missing", path.display());
+        };
+        let now = render(&input, lang, Some(EXAMPLE_WINDOW));
+        assert!(
+            committed == now,
+            "{} is stale: kong/kong.yml changed. Regenerate with\n  \
+             cargo run -p kong-retry-notice -- --lang {tag} --window \"{EXAMPLE_WINDOW}\" kong/kong.yml > docs/{tag}/maintenance-notice.example.md",
+            path.display()
+        );
+    }
+}
+
+const EXAMPLE_WINDOW: &str = "2026-12-01 01:00–03:00 UTC";
