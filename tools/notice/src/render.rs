@@ -556,7 +556,7 @@ mod en {
             out,
             "3. **Retry what the gateway cannot:** the gateway's own instances are replaced too, so retry refused \
              or reset connections, timeouts and 502/503/504 yourself, with exponential backoff, random jitter \
-             and a cap (for example a random wait of up to 0.2 s, 0.4 s, 0.8 s, … at most 5 s), within an \
+             and a cap (for example a random wait of up to 0.1 s, 0.2 s, 0.4 s, … at most 2 s), within an \
              overall deadline. Retry a POST or PATCH only with its key."
         );
         let _ = writeln!(
@@ -842,8 +842,8 @@ mod zh {
         let _ = writeln!(
             out,
             "3. **网关兜不住的，由客户端重试：** 网关自己的实例也会被替换，所以连接被拒或被重置、超时、\
-             502/503/504 需要客户端自己重试——指数退避、随机抖动、设置上限（例如依次随机等待最多 0.2 秒、\
-             0.4 秒、0.8 秒……最多 5 秒），并且有总时限。POST、PATCH 只有带着原来的键才能重试。"
+             502/503/504 需要客户端自己重试——指数退避、随机抖动、设置上限（例如依次随机等待最多 0.1 秒、\
+             0.2 秒、0.4 秒……最多 2 秒），并且有总时限。POST、PATCH 只有带着原来的键才能重试。"
         );
         let _ = writeln!(
             out,
