@@ -1,0 +1,1 @@
+//! Live mode (HTTP front and real upstream sockets).

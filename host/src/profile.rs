@@ -1,0 +1,404 @@
+//! The rules that differ between Kong (ngx_wasm_module) and Envoy. Each rule
+//! cites where it comes from; `../shared/BRIEF.md` collects the sources.
+
+use crate::http::Failure;
+
+/// Which host's rules a gateway follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// Kong Gateway 3.4–3.9 with ngx_wasm_module (WasmX).
+    Kong,
+    /// Envoy with its proxy-wasm extension.
+    Envoy,
+}
+
+/// The callback a worker is running (ngx_wasm_module calls these "steps").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Start,
+    VmStart,
+    Configure,
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+    CallResponse,
+    Tick,
+    Log,
+    Done,
+}
+
+impl Phase {
+    /// The ABI callback name, for trap records and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Start => "_initialize",
+            Phase::VmStart => "on_vm_start",
+            Phase::Configure => "on_configure",
+            Phase::RequestHeaders => "on_request_headers",
+            Phase::RequestBody => "on_request_body",
+            Phase::ResponseHeaders => "on_response_headers",
+            Phase::ResponseBody => "on_response_body",
+            Phase::CallResponse => "on_http_call_response",
+            Phase::Tick => "on_tick",
+            Phase::Log => "on_log",
+            Phase::Done => "on_done",
+        }
+    }
+
+    pub fn is_request(self) -> bool {
+        matches!(self, Phase::RequestHeaders | Phase::RequestBody)
+    }
+}
+
+/// What `send_local_response` does in a phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalResponseRule {
+    /// The local response becomes the client's response.
+    Replace,
+    /// Status and body replaced, headers argument ignored, upstream headers kept.
+    ReplaceStatusAndBody,
+    /// The call traps with this message.
+    Trap(&'static str),
+}
+
+/// How `set_shared_data` treats `cas = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasZero {
+    /// Write only when the key does not exist yet.
+    OnlyIfAbsent,
+    /// Write unconditionally.
+    Unconditional,
+}
+
+impl Profile {
+    /// Kong: ngx_wasm_module src/common/proxy_wasm/ngx_proxy_wasm_host.c,
+    /// `ngx_proxy_wasm_hfuncs_dispatch_http_call` allows only the steps
+    /// REQ_HEADERS, REQ_BODY, TICK and DISPATCH_RESPONSE; anything else traps
+    /// (t/03-proxy_wasm/hfuncs/contexts/130-proxy_dispatch_http.t).
+    /// Envoy: source/extensions/common/wasm/context.cc `Context::httpCall` has no
+    /// phase check.
+    pub fn dispatch_allowed(self, phase: Phase) -> Result<(), &'static str> {
+        match self {
+            Profile::Kong => match phase {
+                Phase::RequestHeaders | Phase::RequestBody | Phase::Tick | Phase::CallResponse => {
+                    Ok(())
+                }
+                _ => Err("can only send HTTP dispatch during \"on_request_headers\", \
+                          \"on_request_body\", \"on_dispatch_response\", \"on_tick\""),
+            },
+            Profile::Envoy => match phase {
+                // A dispatch needs a running instance; during start-up there is none yet.
+                Phase::Start => Err("dispatch during module start"),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Kong (BRIEF "Action::Pause works only in request headers, request body,
+    /// response body and on_http_call_response"; ngx_wasm_module docs/PROXY_WASM.md):
+    /// a Pause in response headers does not wait for anything. A Pause in the
+    /// response body means "buffer the body"; the host delivers the whole body
+    /// once with end_of_stream, so there is nothing left to wait for.
+    /// Envoy (source/common/http/filter_manager.cc): StopIteration in any
+    /// phase waits for continueDecoding/continueEncoding.
+    pub fn pause_waits(self, phase: Phase) -> bool {
+        match self {
+            Profile::Kong => matches!(phase, Phase::RequestHeaders | Phase::RequestBody),
+            Profile::Envoy => matches!(
+                phase,
+                Phase::RequestHeaders
+                    | Phase::RequestBody
+                    | Phase::ResponseHeaders
+                    | Phase::ResponseBody
+            ),
+        }
+    }
+
+    /// Kong, seen on the real host (BRIEF): `on_http_request_headers` always gets
+    /// `end_of_stream = false`, even for a GET. Envoy: true when the request has
+    /// no body (filter_manager.cc decodeHeaders end_stream).
+    pub fn request_headers_end_of_stream(self, body_len: usize) -> bool {
+        match self {
+            Profile::Kong => false,
+            Profile::Envoy => body_len == 0,
+        }
+    }
+
+    /// Kong (BRIEF, real host): `on_http_request_body` is never called when there
+    /// is no body; nginx decides from `content-length`/`transfer-encoding`.
+    /// Envoy: decodeData is called only when body bytes arrive.
+    pub fn has_request_body(self, headers: &[(String, String)], body_len: usize) -> bool {
+        match self {
+            Profile::Kong => {
+                let chunked = headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+                let length = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                chunked || length > 0
+            }
+            Profile::Envoy => body_len > 0,
+        }
+    }
+
+    /// Kong: ngx_proxy_wasm_host.c `ngx_proxy_wasm_get_buffer_helper` returns no
+    /// request body when nginx spilled it to a temp file (`client_body_buffer_size`,
+    /// Kong default 8k), logging "cannot read request body buffered to file".
+    /// Envoy buffers the body in memory (per_connection_buffer_limit is not modelled).
+    pub fn request_body_spilled(self, body_len: usize, body_buffer_size: usize) -> bool {
+        match self {
+            Profile::Kong => body_len > body_buffer_size,
+            Profile::Envoy => false,
+        }
+    }
+
+    /// Kong (BRIEF): `get_http_request_body` works only in request phases and
+    /// `on_log` (copy it in `on_http_request_body`); elsewhere the host has no
+    /// body to give. The strict reading is modelled: not in the dispatch callback.
+    pub fn request_body_readable(self, phase: Phase) -> bool {
+        match self {
+            Profile::Kong => matches!(
+                phase,
+                Phase::RequestHeaders | Phase::RequestBody | Phase::Log
+            ),
+            Profile::Envoy => true,
+        }
+    }
+
+    /// Kong: ngx_proxy_wasm_host.c `ngx_proxy_wasm_hfuncs_send_local_response`:
+    /// after the response head was produced it only overrides status and body
+    /// (`resp_chunk_override`), keeping the upstream headers; once the response
+    /// is being sent (body filter) it traps "response already sent".
+    /// Envoy: context.cc `sendLocalResponse` replaces the response while its
+    /// headers have not been sent downstream (a Pause in response headers holds them).
+    pub fn local_response_rule(self, phase: Phase) -> LocalResponseRule {
+        match self {
+            Profile::Kong => match phase {
+                Phase::RequestHeaders | Phase::RequestBody | Phase::CallResponse => {
+                    LocalResponseRule::Replace
+                }
+                Phase::ResponseHeaders => LocalResponseRule::ReplaceStatusAndBody,
+                _ => LocalResponseRule::Trap("response already sent"),
+            },
+            Profile::Envoy => match phase {
+                Phase::Log | Phase::Done => LocalResponseRule::Trap("response already sent"),
+                _ => LocalResponseRule::Replace,
+            },
+        }
+    }
+
+    /// Kong: src/http/ngx_http_wasm_local_response.c and the `lf` chunk in
+    /// ngx_proxy_wasm_host.c: every non-empty local response body gets "\n"
+    /// appended. Envoy sends the body as given.
+    pub fn local_response_body(self, body: &[u8]) -> Vec<u8> {
+        let mut out = body.to_vec();
+        if self == Profile::Kong && !body.is_empty() {
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Local-response headers. Kong (BRIEF, real host): replace semantics — of
+    /// repeated names only the last survives; `content-length` is set to the
+    /// body length ("\n" included). Envoy (source/common/http/utility.cc
+    /// sendLocalReply): headers are added, `content-length` set, and
+    /// `content-type: text/plain` for a non-empty body.
+    pub fn local_response_headers(
+        self,
+        given: &[(String, String)],
+        body_len: usize,
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        match self {
+            Profile::Kong => {
+                for (k, v) in given {
+                    out.retain(|(ek, _)| !ek.eq_ignore_ascii_case(k));
+                    out.push((k.to_ascii_lowercase(), v.clone()));
+                }
+            }
+            Profile::Envoy => {
+                out.extend(given.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+                if body_len > 0 && !out.iter().any(|(k, _)| k == "content-type") {
+                    out.push(("content-type".to_string(), "text/plain".to_string()));
+                }
+            }
+        }
+        out.retain(|(k, _)| k != "content-length");
+        out.push(("content-length".to_string(), body_len.to_string()));
+        out
+    }
+
+    /// Kong: the dispatch upstream is `host[:port]` (ngx_http_proxy_wasm_dispatch.c
+    /// parses it as an address; no scheme, no path). Envoy: a cluster name the
+    /// host knows (context.cc `httpCall` → BadArgument for an unknown cluster).
+    pub fn upstream_valid(self, upstream: &str, clusters: &[String]) -> bool {
+        match self {
+            Profile::Kong => {
+                !upstream.is_empty()
+                    && !upstream.contains("://")
+                    && !upstream.contains('/')
+                    && !upstream.chars().any(|c| c.is_whitespace())
+                    && match upstream.rsplit_once(':') {
+                        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                            !host.is_empty() && port.parse::<u16>().is_ok()
+                        }
+                        _ => true,
+                    }
+            }
+            Profile::Envoy => clusters.iter().any(|c| c == upstream),
+        }
+    }
+
+    /// Kong: ngx_http_proxy_wasm_dispatch.c needs `:method` and `:path`
+    /// ("no :method", "no :path"). Envoy: context.cc `httpCall` needs
+    /// `:method`, `:path` and `:authority`.
+    pub fn dispatch_missing_header(self, headers: &[(String, String)]) -> Option<&'static str> {
+        let has = |n: &str| headers.iter().any(|(k, _)| k == n);
+        if !has(":method") {
+            return Some("no :method");
+        }
+        if !has(":path") {
+            return Some("no :path");
+        }
+        if self == Profile::Envoy && !has(":authority") {
+            return Some("no :authority");
+        }
+        None
+    }
+
+    /// Kong (BRIEF): on failure the callback gets 0 headers and a
+    /// `:dispatch_status` pseudo-header (`timeout`, `broken connection`, ...).
+    /// Envoy: context.cc `onFailure` calls back with no headers and no body.
+    pub fn dispatch_failure_headers(self, failure: Failure) -> Vec<(String, String)> {
+        match self {
+            Profile::Kong => {
+                let status = match failure {
+                    Failure::Timeout => "timeout",
+                    Failure::Refused | Failure::Reset => "broken connection",
+                };
+                vec![(":dispatch_status".to_string(), status.to_string())]
+            }
+            Profile::Envoy => Vec::new(),
+        }
+    }
+
+    /// The response nginx/Kong or Envoy generates when the proxied request fails.
+    /// Kong: kong/tools/http.lua default messages (502 "An invalid response was
+    /// received from the upstream server", 504 "The upstream server is timing out").
+    /// Envoy: router.cc local replies 503 "upstream connect error or
+    /// disconnect/reset before headers" and 504 "upstream request timeout".
+    pub fn proxy_failure_response(self, failure: Failure) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let (status, body, ctype): (u16, &str, &str) = match (self, failure) {
+            (Profile::Kong, Failure::Timeout) => (
+                504,
+                "{\n  \"message\":\"The upstream server is timing out\"\n}",
+                "application/json; charset=utf-8",
+            ),
+            (Profile::Kong, _) => (
+                502,
+                "{\n  \"message\":\"An invalid response was received from the upstream server\"\n}",
+                "application/json; charset=utf-8",
+            ),
+            (Profile::Envoy, Failure::Timeout) => (504, "upstream request timeout", "text/plain"),
+            (Profile::Envoy, Failure::Refused) => (
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                "text/plain",
+            ),
+            (Profile::Envoy, Failure::Reset) => (
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                "text/plain",
+            ),
+        };
+        let headers = vec![
+            ("content-type".to_string(), ctype.to_string()),
+            ("content-length".to_string(), body.len().to_string()),
+        ];
+        (status, headers, body.as_bytes().to_vec())
+    }
+
+    /// The response after a trap before the upstream answered. Kong (BRIEF):
+    /// 500. Envoy: context.cc `failStream` sends a local 503.
+    pub fn trap_response(self) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let (status, body): (u16, &str) = match self {
+            Profile::Kong => (500, "{\n  \"message\":\"An unexpected error occurred\"\n}"),
+            Profile::Envoy => (503, ""),
+        };
+        let headers = vec![("content-length".to_string(), body.len().to_string())];
+        (status, headers, body.as_bytes().to_vec())
+    }
+
+    /// Kong (BRIEF; ngx_wasm_shm_kv): `cas = 0` succeeds only when the key is
+    /// absent. Envoy (proxy-wasm-cpp-host shared_data.cc): `cas = 0` writes.
+    pub fn cas_zero(self) -> CasZero {
+        match self {
+            Profile::Kong => CasZero::OnlyIfAbsent,
+            Profile::Envoy => CasZero::Unconditional,
+        }
+    }
+
+    /// Kong (BRIEF): `set_effective_context` is a no-op — a root context cannot
+    /// act on a request. Envoy: it switches the context host calls act on.
+    pub fn effective_context_works(self) -> bool {
+        self == Profile::Envoy
+    }
+
+    /// Kong: ngx_proxy_wasm_host.c `ngx_proxy_wasm_hfuncs_set_tick_period` traps
+    /// "can only set tick_period in root context" and "tick_period already set".
+    /// Envoy: the period applies to the root context and may be changed.
+    pub fn tick_period_rule(self, from_root: bool, already_set: bool) -> Result<(), &'static str> {
+        match self {
+            Profile::Kong if !from_root => Err("can only set tick_period in root context"),
+            Profile::Kong if already_set => Err("tick_period already set"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Kong (BRIEF): without any `shm_kv` zone, shared-data calls trap
+    /// (ngx_proxy_wasm_host.c "could not resolve namespace"). Envoy always has
+    /// its process-wide store.
+    pub fn shared_data_trap(self, zone: bool, getting: bool) -> Option<&'static str> {
+        match (self, zone) {
+            (Profile::Kong, false) if getting => {
+                Some("failed getting value from shm (could not resolve namespace)")
+            }
+            (Profile::Kong, false) => {
+                Some("failed setting value to shm (could not resolve namespace)")
+            }
+            _ => None,
+        }
+    }
+
+    /// Kong (BRIEF): dispatches use `Connection: close` (ngx_http_proxy_wasm_dispatch.c
+    /// writes the header itself).
+    pub fn dispatch_extra_headers(self) -> Vec<(String, String)> {
+        match self {
+            Profile::Kong => vec![("connection".to_string(), "close".to_string())],
+            Profile::Envoy => Vec::new(),
+        }
+    }
+
+    /// The default timeout of the proxy's own forward: Kong's service
+    /// `read_timeout` 60 s; Envoy's route timeout 15 s.
+    pub fn default_proxy_timeout_ms(self) -> u64 {
+        match self {
+            Profile::Kong => 60_000,
+            Profile::Envoy => 15_000,
+        }
+    }
+
+    /// Kong: a dispatch with timeout 0 uses `proxy_wasm_socket_read_timeout` (60 s).
+    /// Envoy: timeout 0 means none; the host uses a large bound.
+    pub fn dispatch_timeout_ms(self, given: u32) -> u64 {
+        match (self, given) {
+            (Profile::Kong, 0) => 60_000,
+            (Profile::Envoy, 0) => 3_600_000,
+            (_, t) => u64::from(t),
+        }
+    }
+}
