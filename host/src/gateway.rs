@@ -464,6 +464,11 @@ impl Gateway {
         self.settings.profile
     }
 
+    /// Where the proxy's own path forwards (`host:port`).
+    pub fn upstream(&self) -> &str {
+        &self.settings.upstream
+    }
+
     /// Number of workers.
     pub fn workers(&self) -> usize {
         self.slots.len()
