@@ -188,7 +188,8 @@ public final class IdempotentClient {
                 return new GaveUp(reason, attempt, key);
             }
             if (wait.compareTo(Duration.ofNanos(deadline - System.nanoTime())) >= 0) {
-                String reason = "deadline of " + policy.deadline().toMillis() + " ms reached, last: " + outcome;
+                String reason = "the deadline of " + policy.deadline().toMillis()
+                        + " ms leaves no time for another attempt, last: " + outcome;
                 logAttempt(op, attempt, outcome, gatewayAttempts, start, "stop: " + reason);
                 return new GaveUp(reason, attempt, key);
             }
@@ -221,6 +222,9 @@ public final class IdempotentClient {
             throw new AttemptFailed("timeout");
         } catch (ExecutionException e) {
             throw new AttemptFailed(classify(e.getCause()));
+        } catch (InterruptedException e) {
+            future.cancel(true);
+            throw e;
         }
     }
 
