@@ -62,7 +62,12 @@ impl BufferType {
 
 /// `[count u32][(klen u32, vlen u32) * n][k \0 v \0 ...]`, little-endian.
 pub fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        4 + map
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>(),
+    );
     out.extend_from_slice(&(map.len() as u32).to_le_bytes());
     for (k, v) in map {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());

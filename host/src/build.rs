@@ -24,7 +24,9 @@ pub struct BuildError {
 fn workspace_root() -> PathBuf {
     // host/ is one level below the workspace root.
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map(Path::to_path_buf).unwrap_or_else(|| here.to_path_buf())
+    here.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
 }
 
 /// The workspace's `target/` (respects `CARGO_TARGET_DIR`).
@@ -63,7 +65,11 @@ pub fn filter_wasm() -> Result<PathBuf, BuildError> {
 
 /// The probe fixture filter used by the host's own tests.
 pub fn probe_wasm() -> Result<PathBuf, BuildError> {
-    cargo_wasm(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("probe"))
+    cargo_wasm(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join("probe"),
+    )
 }
 
 fn build_memoised(
@@ -99,7 +105,7 @@ fn build(dir: &Path, target_dir: &Path, package: Option<&str>) -> Result<PathBuf
         message,
         command: command.clone(),
     };
-    ensure_target().map_err(|e| fail(e))?;
+    ensure_target().map_err(&fail)?;
     std::fs::create_dir_all(target_dir)
         .map_err(|e| fail(format!("creating {}: {e}", target_dir.display())))?;
     // Serialise with other test processes building the same project.
@@ -157,7 +163,11 @@ fn ensure_target() -> Result<(), String> {
             .args(["target", "list", "--installed"])
             .output();
         match installed {
-            Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => {
+            Ok(out)
+                if String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .any(|l| l.trim() == TARGET) =>
+            {
                 Ok(())
             }
             Ok(_) => {

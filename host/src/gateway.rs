@@ -169,9 +169,10 @@ impl GatewayBuilder {
 
     /// Sets a property (path parts joined as the ABI does); overrides defaults.
     pub fn property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> Self {
-        self.settings
-            .properties
-            .push((path.iter().map(|s| s.to_string()).collect(), Some(value.into())));
+        self.settings.properties.push((
+            path.iter().map(|s| s.to_string()).collect(),
+            Some(value.into()),
+        ));
         self
     }
 
@@ -305,8 +306,14 @@ fn default_properties(profile: Profile, upstream: &str) -> Vec<(Vec<String>, Opt
             });
             vec![
                 p(&["ngx", "hostname"], "kong-test-host"),
-                p(&["kong", "route_id"], "5f1c2bcd-0000-4000-8000-000000000001"),
-                p(&["kong", "service_id"], "5f1c2bcd-0000-4000-8000-000000000002"),
+                p(
+                    &["kong", "route_id"],
+                    "5f1c2bcd-0000-4000-8000-000000000001",
+                ),
+                p(
+                    &["kong", "service_id"],
+                    "5f1c2bcd-0000-4000-8000-000000000002",
+                ),
                 p(&["kong", "route_name"], "test-route"),
                 p(&["kong", "service_name"], "test-service"),
                 p(&["kong", "router", "route"], &route.to_string()),
@@ -447,7 +454,9 @@ impl Gateway {
 
     fn reschedule_tick(&mut self, w: usize) {
         let now = self.now_ms();
-        let Some(slot) = self.slots.get_mut(w) else { return };
+        let Some(slot) = self.slots.get_mut(w) else {
+            return;
+        };
         let Some(worker) = slot.worker.as_mut() else {
             slot.next_tick_at = None;
             return;
@@ -524,7 +533,11 @@ impl Gateway {
                     self.reschedule_tick(w);
                 }
                 Err(e) => {
-                    self.host_log(w, crate::LogLevel::Error, format!("cannot start instance: {e}"));
+                    self.host_log(
+                        w,
+                        crate::LogLevel::Error,
+                        format!("cannot start instance: {e}"),
+                    );
                     let (status, headers, body) = self.profile().trap_response();
                     flight.response = Some(ClientResponse {
                         status,
@@ -632,7 +645,8 @@ impl Gateway {
         let mut node = self.node();
         node.next_cas = node.next_cas.wrapping_add(1).max(1);
         let cas = node.next_cas;
-        node.shared_data.insert(key.to_string(), (value.to_vec(), cas));
+        node.shared_data
+            .insert(key.to_string(), (value.to_vec(), cas));
     }
 
     /// The response the client got, once the request is complete.
@@ -702,7 +716,10 @@ impl Gateway {
             if !due {
                 continue;
             }
-            let period = self.slots[w].worker.as_ref().and_then(|x| x.store.data().tick_period_ms);
+            let period = self.slots[w]
+                .worker
+                .as_ref()
+                .and_then(|x| x.store.data().tick_period_ms);
             self.slots[w].next_tick_at = period.map(|p| now + p);
             // Kong (BRIEF): on_tick fires in every worker, on its root context.
             let _ = self.callback(w, Phase::Tick, ROOT_ID, "proxy_on_tick", &[ROOT_ID as i32]);
@@ -797,7 +814,8 @@ impl Gateway {
             let now = self.now_ms();
             self.advance(next.saturating_sub(now));
             let now = self.now_ms();
-            let (due, later): (Vec<_>, Vec<_>) = scheduled.into_iter().partition(|(t, _, _)| *t <= now);
+            let (due, later): (Vec<_>, Vec<_>) =
+                scheduled.into_iter().partition(|(t, _, _)| *t <= now);
             scheduled = later;
             for (_, id, reply) in due {
                 if self.pending.contains_key(&id) {
@@ -914,9 +932,13 @@ impl Gateway {
                     );
                 }
                 Effect::Continue { ctx } => {
-                    let Some(rid) = self.live_flight_of(w, ctx) else { continue };
+                    let Some(rid) = self.live_flight_of(w, ctx) else {
+                        continue;
+                    };
                     let after_headers = self.after_request_headers(rid);
-                    let Some(f) = self.flights.get_mut(&rid) else { continue };
+                    let Some(f) = self.flights.get_mut(&rid) else {
+                        continue;
+                    };
                     f.stage = match f.stage {
                         Stage::AwaitRequestHeaders => after_headers,
                         Stage::AwaitRequestBody => Stage::Proxy,
@@ -941,7 +963,10 @@ impl Gateway {
             return Stage::Done;
         };
         let headers = f.request.wire_headers();
-        if self.profile().has_request_body(&headers, f.request.body.len()) {
+        if self
+            .profile()
+            .has_request_body(&headers, f.request.body.len())
+        {
             Stage::RequestBody
         } else {
             Stage::Proxy
@@ -958,7 +983,9 @@ impl Gateway {
         rule: LocalResponseRule,
     ) {
         let profile = self.profile();
-        let Some(rid) = self.live_flight_of(w, ctx) else { return };
+        let Some(rid) = self.live_flight_of(w, ctx) else {
+            return;
+        };
         let body = profile.local_response_body(&body);
         let mut raw = RawResponse {
             status,
@@ -966,15 +993,24 @@ impl Gateway {
             body: body.clone(),
             source: Source::Local,
         };
-        let Some(stream) = self.stream_mut(w, ctx) else { return };
+        let Some(stream) = self.stream_mut(w, ctx) else {
+            return;
+        };
         match rule {
             LocalResponseRule::ReplaceStatusAndBody => {
                 // Kong in on_response_headers: status and body replaced, headers
                 // argument ignored, upstream headers (stale content-length) kept.
                 stream.resp_headers.retain(|(k, _)| k != ":status");
-                stream.resp_headers.insert(0, (":status".to_string(), status.to_string()));
+                stream
+                    .resp_headers
+                    .insert(0, (":status".to_string(), status.to_string()));
                 stream.resp_body = body;
-                raw.headers = stream.resp_headers.iter().filter(|(k, _)| !k.starts_with(':')).cloned().collect();
+                raw.headers = stream
+                    .resp_headers
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with(':'))
+                    .cloned()
+                    .collect();
             }
             _ => {
                 let hs = profile.local_response_headers(&headers, body.len());
@@ -985,7 +1021,9 @@ impl Gateway {
             }
         }
         stream.has_response = true;
-        let Some(f) = self.flights.get_mut(&rid) else { return };
+        let Some(f) = self.flights.get_mut(&rid) else {
+            return;
+        };
         if let Stage::AwaitUpstream(call) = f.stage {
             self.pending.remove(&call);
         }
@@ -1034,7 +1072,9 @@ impl Gateway {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            let Some(f) = self.flights.get_mut(&id) else { continue };
+            let Some(f) = self.flights.get_mut(&id) else {
+                continue;
+            };
             if let Stage::AwaitUpstream(_) = f.stage {
                 f.filter_gone = true;
                 continue;
@@ -1068,7 +1108,9 @@ impl Gateway {
 
     fn step(&mut self, rid: RequestId) {
         let profile = self.profile();
-        let Some(f) = self.flights.get(&rid) else { return };
+        let Some(f) = self.flights.get(&rid) else {
+            return;
+        };
         let (w, ctx, stage) = (f.worker, f.ctx, f.stage);
         let set = |gw: &mut Gateway, s: Stage| {
             if let Some(f) = gw.flights.get_mut(&rid) {
@@ -1102,7 +1144,10 @@ impl Gateway {
                 }
             }
             Stage::RequestBody => {
-                let len = self.stream_mut(w, ctx).map(|s| s.req_body.len()).unwrap_or(0);
+                let len = self
+                    .stream_mut(w, ctx)
+                    .map(|s| s.req_body.len())
+                    .unwrap_or(0);
                 // Kong (BRIEF): called once with the whole body, end_of_stream true.
                 let r = self.callback(
                     w,
@@ -1148,7 +1193,10 @@ impl Gateway {
                 }
             }
             Stage::ResponseBody => {
-                let len = self.stream_mut(w, ctx).map(|s| s.resp_body.len()).unwrap_or(0);
+                let len = self
+                    .stream_mut(w, ctx)
+                    .map(|s| s.resp_body.len())
+                    .unwrap_or(0);
                 // Kong (BRIEF): the body callback runs once with the whole body,
                 // also for an empty one; Envoy calls it only when there is data.
                 if len == 0 && profile == Profile::Envoy {
@@ -1178,13 +1226,19 @@ impl Gateway {
 
     /// The proxy forwards the (possibly modified) request upstream.
     fn forward(&mut self, rid: RequestId) {
-        let Some(f) = self.flights.get(&rid) else { return };
+        let Some(f) = self.flights.get(&rid) else {
+            return;
+        };
         let (w, ctx) = (f.worker, f.ctx);
         let (headers, body) = match self.stream_mut(w, ctx) {
             Some(s) => (s.req_headers.clone(), s.req_body.clone()),
             None => return,
         };
-        let pseudo = |n: &str| crate::http::find_header(&headers, n).unwrap_or("").to_string();
+        let pseudo = |n: &str| {
+            crate::http::find_header(&headers, n)
+                .unwrap_or("")
+                .to_string()
+        };
         let mut node = self.node();
         node.next_call_id += 1;
         let call = UpstreamCall {
@@ -1195,7 +1249,11 @@ impl Gateway {
             method: pseudo(":method"),
             path: pseudo(":path"),
             authority: pseudo(":authority"),
-            headers: headers.iter().filter(|(k, _)| !k.starts_with(':')).cloned().collect(),
+            headers: headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(':'))
+                .cloned()
+                .collect(),
             body,
             timeout_ms: self.settings.proxy_timeout_ms,
             sent_at_ms: node.now_ms,
@@ -1218,8 +1276,12 @@ impl Gateway {
     }
 
     fn answer_proxied(&mut self, pending: &PendingCall, reply: Reply) {
-        let Some(rid) = pending.call.request else { return };
-        let Some(f) = self.flights.get(&rid) else { return };
+        let Some(rid) = pending.call.request else {
+            return;
+        };
+        let Some(f) = self.flights.get(&rid) else {
+            return;
+        };
         if f.stage != Stage::AwaitUpstream(pending.call.id) {
             return;
         }
@@ -1364,7 +1426,9 @@ impl Gateway {
 
     /// The filter's instance is gone: the client gets the upstream's answer as is.
     fn finish_untouched(&mut self, rid: RequestId) {
-        let Some(f) = self.flights.get_mut(&rid) else { return };
+        let Some(f) = self.flights.get_mut(&rid) else {
+            return;
+        };
         if let Some(raw) = f.raw.clone() {
             f.response = Some(finish(raw, true));
         }
@@ -1373,7 +1437,9 @@ impl Gateway {
 
     /// Fixes the client's response, then on_log, on_done, on_delete.
     fn complete(&mut self, rid: RequestId) {
-        let Some(f) = self.flights.get(&rid) else { return };
+        let Some(f) = self.flights.get(&rid) else {
+            return;
+        };
         let (w, ctx, source) = (f.worker, f.ctx, f.source);
         let Some(stream) = self.stream_mut(w, ctx) else {
             if let Some(f) = self.flights.get_mut(&rid) {
@@ -1404,13 +1470,22 @@ impl Gateway {
             f.stage = Stage::Done;
         }
         let c = ctx as i32;
-        if self.callback(w, Phase::Log, ctx, "proxy_on_log", &[c]).is_err() {
+        if self
+            .callback(w, Phase::Log, ctx, "proxy_on_log", &[c])
+            .is_err()
+        {
             return;
         }
-        if self.callback(w, Phase::Done, ctx, "proxy_on_done", &[c]).is_err() {
+        if self
+            .callback(w, Phase::Done, ctx, "proxy_on_done", &[c])
+            .is_err()
+        {
             return;
         }
-        if self.callback(w, Phase::Done, ctx, "proxy_on_delete", &[c]).is_err() {
+        if self
+            .callback(w, Phase::Done, ctx, "proxy_on_delete", &[c])
+            .is_err()
+        {
             return;
         }
         if let Some(worker) = self.slots[w].worker.as_mut() {

@@ -5,7 +5,9 @@
 //! Test and lab infrastructure: one connection per upstream call, no TLS.
 
 use crate::gateway::{Gateway, GatewayBuilder};
-use crate::http::{CallId, CallKind, ClientResponse, Failure, Reply, Request, RequestId, UpstreamCall};
+use crate::http::{
+    CallId, CallKind, ClientResponse, Failure, Reply, Request, RequestId, UpstreamCall,
+};
 use crate::profile::Profile;
 use crate::HostError;
 use bytes::Bytes;
@@ -44,7 +46,8 @@ impl Default for LiveOptions {
 impl LiveOptions {
     /// Maps an Envoy cluster name to a real `host:port`.
     pub fn cluster(mut self, name: &str, host_port: &str) -> Self {
-        self.clusters.insert(name.to_string(), host_port.to_string());
+        self.clusters
+            .insert(name.to_string(), host_port.to_string());
         self
     }
 }
@@ -144,12 +147,11 @@ fn settle(state: &State, options: &Arc<LiveOptions>) {
     if elapsed > now {
         s.gw.advance(elapsed - now);
     }
-    let fresh: Vec<UpstreamCall> = s
-        .gw
-        .pending()
-        .into_iter()
-        .filter(|c| !s.launched.contains(&c.id))
-        .collect();
+    let fresh: Vec<UpstreamCall> =
+        s.gw.pending()
+            .into_iter()
+            .filter(|c| !s.launched.contains(&c.id))
+            .collect();
     for call in &fresh {
         s.launched.insert(call.id);
     }
@@ -273,7 +275,12 @@ fn to_hyper(resp: ClientResponse) -> hyper::Response<Full<Bytes>> {
     r
 }
 
-async fn perform(state: State, options: Arc<LiveOptions>, call: UpstreamCall, target: Option<String>) {
+async fn perform(
+    state: State,
+    options: Arc<LiveOptions>,
+    call: UpstreamCall,
+    target: Option<String>,
+) {
     let reply = match target {
         None => Reply::failure(Failure::Refused),
         Some(target) => {
@@ -317,7 +324,11 @@ async fn exchange(target: &str, call: &UpstreamCall) -> Reply {
     });
     let mut builder = hyper::Request::builder()
         .method(call.method.as_str())
-        .uri(if call.path.is_empty() { "/" } else { call.path.as_str() })
+        .uri(if call.path.is_empty() {
+            "/"
+        } else {
+            call.path.as_str()
+        })
         .header(hyper::header::HOST, call.authority.as_str());
     for (k, v) in &call.headers {
         if k.eq_ignore_ascii_case("host") || k.eq_ignore_ascii_case("transfer-encoding") {
@@ -336,9 +347,15 @@ async fn exchange(target: &str, call: &UpstreamCall) -> Reply {
         .headers()
         .iter()
         .filter(|(k, _)| *k != hyper::header::TRANSFER_ENCODING)
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let announced = crate::http::find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let announced =
+        crate::http::find_header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok());
     let mut body = response.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -349,7 +366,8 @@ async fn exchange(target: &str, call: &UpstreamCall) -> Reply {
                 }
             }
             Err(_) => {
-                let mut reply = Reply::truncated(status, announced.unwrap_or(bytes.len() + 1), bytes);
+                let mut reply =
+                    Reply::truncated(status, announced.unwrap_or(bytes.len() + 1), bytes);
                 if let Reply::Truncated { headers: h, .. } = &mut reply {
                     *h = headers;
                 }

@@ -18,7 +18,9 @@ pub struct WasmModule {
 
 impl std::fmt::Debug for WasmModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmModule").field("name", &self.name).finish()
+        f.debug_struct("WasmModule")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -84,8 +84,10 @@ impl Profile {
                 Phase::RequestHeaders | Phase::RequestBody | Phase::Tick | Phase::CallResponse => {
                     Ok(())
                 }
-                _ => Err("can only send HTTP dispatch during \"on_request_headers\", \
-                          \"on_request_body\", \"on_dispatch_response\", \"on_tick\""),
+                _ => Err(
+                    "can only send HTTP dispatch during \"on_request_headers\", \
+                          \"on_request_body\", \"on_dispatch_response\", \"on_tick\"",
+                ),
             },
             Profile::Envoy => match phase {
                 // A dispatch needs a running instance; during start-up there is none yet.
@@ -221,7 +223,11 @@ impl Profile {
                 }
             }
             Profile::Envoy => {
-                out.extend(given.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+                out.extend(
+                    given
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+                );
                 if body_len > 0 && !out.iter().any(|(k, _)| k == "content-type") {
                     out.push(("content-type".to_string(), "text/plain".to_string()));
                 }

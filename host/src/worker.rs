@@ -264,11 +264,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn map_of<'a>(
-    state: &'a mut WorkerState,
-    map: MapType,
-) -> Option<&'a mut Vec<(String, String)>> {
-    if matches!(map, MapType::CallResponseHeaders | MapType::CallResponseTrailers) {
+fn map_of(state: &mut WorkerState, map: MapType) -> Option<&mut Vec<(String, String)>> {
+    if matches!(
+        map,
+        MapType::CallResponseHeaders | MapType::CallResponseTrailers
+    ) {
         let resp = state.call_response.as_mut()?;
         return match map {
             MapType::CallResponseHeaders => Some(&mut resp.headers),
@@ -287,85 +287,113 @@ fn map_of<'a>(
 }
 
 fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
-    linker.func_wrap("env", "proxy_log", |mut c: C<'_>, level: i32, p: i32, n: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(msg) = read(&mut c, p, n) else {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        };
-        c.data().log(LogLevel::from_raw(level), text(&msg));
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_get_log_level", |mut c: C<'_>, ret: i32| -> R<i32> {
-        counted(&mut c);
-        let level = c.data().settings.log_level as u32;
-        if !write_u32(&mut c, ret, level) {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        }
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut c: C<'_>, ret: i32| -> R<i32> {
-        counted(&mut c);
-        let now = c.data().node().now_ms;
-        let ns = (EPOCH_MS + now) * 1_000_000;
-        if !write(&mut c, ret, &ns.to_le_bytes()) {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        }
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut c: C<'_>, period: i32| -> R<i32> {
-        counted(&mut c);
-        let s = c.data_mut();
-        let from_root = s.active == ROOT_ID;
-        s.profile()
-            .tick_period_rule(from_root, s.tick_period_ms.is_some())
-            .map_err(host_trap)?;
-        let period = u64::from(period as u32);
-        s.tick_period_ms = if period == 0 { None } else { Some(period) };
-        s.tick_changed = true;
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_set_effective_context", |mut c: C<'_>, ctx: i32| -> R<i32> {
-        counted(&mut c);
-        let s = c.data_mut();
-        let ctx = ctx as u32;
-        if !s.profile().effective_context_works() {
-            // Kong: accepted and ignored (BRIEF; see Profile::effective_context_works).
-            return Ok(status::OK);
-        }
-        if ctx == ROOT_ID || s.streams.contains_key(&ctx) {
-            s.effective = ctx;
+    linker.func_wrap(
+        "env",
+        "proxy_log",
+        |mut c: C<'_>, level: i32, p: i32, n: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(msg) = read(&mut c, p, n) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            c.data().log(LogLevel::from_raw(level), text(&msg));
             Ok(status::OK)
-        } else {
-            Ok(status::BAD_ARGUMENT)
-        }
-    })?;
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |mut c: C<'_>, ret: i32| -> R<i32> {
+            counted(&mut c);
+            let level = c.data().settings.log_level as u32;
+            if !write_u32(&mut c, ret, level) {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            }
+            Ok(status::OK)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        |mut c: C<'_>, ret: i32| -> R<i32> {
+            counted(&mut c);
+            let now = c.data().node().now_ms;
+            let ns = (EPOCH_MS + now) * 1_000_000;
+            if !write(&mut c, ret, &ns.to_le_bytes()) {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            }
+            Ok(status::OK)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        |mut c: C<'_>, period: i32| -> R<i32> {
+            counted(&mut c);
+            let s = c.data_mut();
+            let from_root = s.active == ROOT_ID;
+            s.profile()
+                .tick_period_rule(from_root, s.tick_period_ms.is_some())
+                .map_err(host_trap)?;
+            let period = u64::from(period as u32);
+            s.tick_period_ms = if period == 0 { None } else { Some(period) };
+            s.tick_changed = true;
+            Ok(status::OK)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: C<'_>, ctx: i32| -> R<i32> {
+            counted(&mut c);
+            let s = c.data_mut();
+            let ctx = ctx as u32;
+            if !s.profile().effective_context_works() {
+                // Kong: accepted and ignored (BRIEF; see Profile::effective_context_works).
+                return Ok(status::OK);
+            }
+            if ctx == ROOT_ID || s.streams.contains_key(&ctx) {
+                s.effective = ctx;
+                Ok(status::OK)
+            } else {
+                Ok(status::BAD_ARGUMENT)
+            }
+        },
+    )?;
     linker.func_wrap("env", "proxy_done", |mut c: C<'_>| -> R<i32> {
         counted(&mut c);
         Ok(status::OK)
     })?;
 
     // Header maps.
-    linker.func_wrap("env", "proxy_get_header_map_pairs", |mut c: C<'_>, map: i32, rp: i32, rs: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(map) = MapType::from_raw(map) else {
-            return Ok(status::BAD_ARGUMENT);
-        };
-        let pairs = map_of(c.data_mut(), map).cloned().unwrap_or_default();
-        let bytes = abi::serialize_map(&pairs);
-        return_bytes(&mut c, &bytes, rp, rs)
-    })?;
-    linker.func_wrap("env", "proxy_get_header_map_size", |mut c: C<'_>, map: i32, rs: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(map) = MapType::from_raw(map) else {
-            return Ok(status::BAD_ARGUMENT);
-        };
-        let pairs = map_of(c.data_mut(), map).cloned().unwrap_or_default();
-        let size = abi::serialize_map(&pairs).len() as u32;
-        if !write_u32(&mut c, rs, size) {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        }
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut c: C<'_>, map: i32, rp: i32, rs: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(map) = MapType::from_raw(map) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let pairs = map_of(c.data_mut(), map).cloned().unwrap_or_default();
+            let bytes = abi::serialize_map(&pairs);
+            return_bytes(&mut c, &bytes, rp, rs)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut c: C<'_>, map: i32, rs: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(map) = MapType::from_raw(map) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let pairs = map_of(c.data_mut(), map).cloned().unwrap_or_default();
+            let size = abi::serialize_map(&pairs).len() as u32;
+            if !write_u32(&mut c, rs, size) {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            }
+            Ok(status::OK)
+        },
+    )?;
     linker.func_wrap(
         "env",
         "proxy_get_header_map_value",
@@ -396,25 +424,29 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
             }
         },
     )?;
-    linker.func_wrap("env", "proxy_set_header_map_pairs", |mut c: C<'_>, map: i32, p: i32, n: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(map) = MapType::from_raw(map) else {
-            return Ok(status::BAD_ARGUMENT);
-        };
-        let Some(bytes) = read(&mut c, p, n) else {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        };
-        let Some(pairs) = abi::deserialize_map(&bytes) else {
-            return Ok(status::SERIALIZATION_FAILURE);
-        };
-        match map_of(c.data_mut(), map) {
-            Some(m) => {
-                *m = pairs;
-                Ok(status::OK)
+    linker.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: C<'_>, map: i32, p: i32, n: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(map) = MapType::from_raw(map) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(bytes) = read(&mut c, p, n) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let Some(pairs) = abi::deserialize_map(&bytes) else {
+                return Ok(status::SERIALIZATION_FAILURE);
+            };
+            match map_of(c.data_mut(), map) {
+                Some(m) => {
+                    *m = pairs;
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
             }
-            None => Ok(status::NOT_FOUND),
-        }
-    })?;
+        },
+    )?;
     for (name, op) in [
         ("proxy_add_header_map_value", MapOp::Add),
         ("proxy_replace_header_map_value", MapOp::Replace),
@@ -454,23 +486,27 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
             },
         )?;
     }
-    linker.func_wrap("env", "proxy_remove_header_map_value", |mut c: C<'_>, map: i32, kp: i32, kn: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(map) = MapType::from_raw(map) else {
-            return Ok(status::BAD_ARGUMENT);
-        };
-        let Some(k) = read(&mut c, kp, kn) else {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        };
-        let k = text(&k);
-        match map_of(c.data_mut(), map) {
-            Some(m) => {
-                m.retain(|(ek, _)| !ek.eq_ignore_ascii_case(&k));
-                Ok(status::OK)
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut c: C<'_>, map: i32, kp: i32, kn: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(map) = MapType::from_raw(map) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(k) = read(&mut c, kp, kn) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let k = text(&k);
+            match map_of(c.data_mut(), map) {
+                Some(m) => {
+                    m.retain(|(ek, _)| !ek.eq_ignore_ascii_case(&k));
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
             }
-            None => Ok(status::NOT_FOUND),
-        }
-    })?;
+        },
+    )?;
 
     // Buffers.
     linker.func_wrap(
@@ -564,7 +600,16 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
     linker.func_wrap(
         "env",
         "proxy_send_local_response",
-        |mut c: C<'_>, code: i32, _dp: i32, _dn: i32, bp: i32, bn: i32, hp: i32, hn: i32, _grpc: i32| -> R<i32> {
+        |mut c: C<'_>,
+         code: i32,
+         _dp: i32,
+         _dn: i32,
+         bp: i32,
+         bn: i32,
+         hp: i32,
+         hn: i32,
+         _grpc: i32|
+         -> R<i32> {
             counted(&mut c);
             let (Some(body), Some(hbytes)) = (read(&mut c, bp, bn), read(&mut c, hp, hn)) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
@@ -599,7 +644,11 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
             Ok(status::OK)
         },
     )?;
-    for name in ["proxy_continue_stream", "proxy_continue_request", "proxy_continue_response"] {
+    for name in [
+        "proxy_continue_stream",
+        "proxy_continue_request",
+        "proxy_continue_response",
+    ] {
         let with_arg = name == "proxy_continue_stream";
         let f = move |c: &mut C<'_>| -> R<i32> {
             counted(c);
@@ -622,7 +671,18 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
     linker.func_wrap(
         "env",
         "proxy_http_call",
-        |mut c: C<'_>, up: i32, un: i32, hp: i32, hn: i32, bp: i32, bn: i32, tp: i32, tn: i32, timeout: i32, ret: i32| -> R<i32> {
+        |mut c: C<'_>,
+         up: i32,
+         un: i32,
+         hp: i32,
+         hn: i32,
+         bp: i32,
+         bn: i32,
+         tp: i32,
+         tn: i32,
+         timeout: i32,
+         ret: i32|
+         -> R<i32> {
             counted(&mut c);
             let profile = c.data().profile();
             let phase = c.data().phase;
@@ -659,7 +719,11 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
             };
             state.next_token += 1;
             let token = state.next_token;
-            let pseudo = |n: &str| crate::http::find_header(&headers, n).unwrap_or("").to_string();
+            let pseudo = |n: &str| {
+                crate::http::find_header(&headers, n)
+                    .unwrap_or("")
+                    .to_string()
+            };
             let mut regular: Vec<(String, String)> = headers
                 .iter()
                 .filter(|(k, _)| !k.starts_with(':'))
@@ -765,83 +829,112 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
     )?;
 
     // Properties.
-    linker.func_wrap("env", "proxy_get_property", |mut c: C<'_>, pp: i32, pn: i32, rp: i32, rs: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(path) = read(&mut c, pp, pn) else {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        };
-        let path: Vec<String> = path
-            .split(|b| *b == 0)
-            .map(text)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let value = lookup_property(c.data(), &path);
-        match value {
-            Some(v) => return_bytes(&mut c, &v, rp, rs),
-            None => Ok(status::NOT_FOUND),
-        }
-    })?;
-    linker.func_wrap("env", "proxy_set_property", |mut c: C<'_>, pp: i32, pn: i32, vp: i32, vn: i32| -> R<i32> {
-        counted(&mut c);
-        let (Some(path), Some(value)) = (read(&mut c, pp, pn), read(&mut c, vp, vn)) else {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        };
-        let path: Vec<String> = path
-            .split(|b| *b == 0)
-            .map(text)
-            .filter(|s| !s.is_empty())
-            .collect();
-        c.data_mut().set_properties.insert(path, value);
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_property",
+        |mut c: C<'_>, pp: i32, pn: i32, rp: i32, rs: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(path) = read(&mut c, pp, pn) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let path: Vec<String> = path
+                .split(|b| *b == 0)
+                .map(text)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let value = lookup_property(c.data(), &path);
+            match value {
+                Some(v) => return_bytes(&mut c, &v, rp, rs),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: C<'_>, pp: i32, pn: i32, vp: i32, vn: i32| -> R<i32> {
+            counted(&mut c);
+            let (Some(path), Some(value)) = (read(&mut c, pp, pn), read(&mut c, vp, vn)) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let path: Vec<String> = path
+                .split(|b| *b == 0)
+                .map(text)
+                .filter(|s| !s.is_empty())
+                .collect();
+            c.data_mut().set_properties.insert(path, value);
+            Ok(status::OK)
+        },
+    )?;
 
     // Metrics: shared by all workers of the node.
-    linker.func_wrap("env", "proxy_define_metric", |mut c: C<'_>, kind: i32, np: i32, nn: i32, ret: i32| -> R<i32> {
-        counted(&mut c);
-        let Some(name) = read(&mut c, np, nn) else {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        };
-        if !(0..=2).contains(&kind) {
-            return Ok(status::BAD_ARGUMENT);
-        }
-        let id = c.data().node().define_metric(&text(&name), kind as u32);
-        if !write_u32(&mut c, ret, id) {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        }
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_increment_metric", |mut c: C<'_>, id: i32, offset: i64| -> R<i32> {
-        counted(&mut c);
-        let mut node = c.data().node();
-        let Some(m) = node.metrics.get_mut(id as u32 as usize) else {
-            return Ok(status::NOT_FOUND);
-        };
-        if m.kind == 0 && offset < 0 {
-            return Ok(status::BAD_ARGUMENT);
-        }
-        m.value = m.value.saturating_add_signed(offset);
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_record_metric", |mut c: C<'_>, id: i32, value: i64| -> R<i32> {
-        counted(&mut c);
-        let mut node = c.data().node();
-        let Some(m) = node.metrics.get_mut(id as u32 as usize) else {
-            return Ok(status::NOT_FOUND);
-        };
-        m.value = value as u64;
-        Ok(status::OK)
-    })?;
-    linker.func_wrap("env", "proxy_get_metric", |mut c: C<'_>, id: i32, ret: i32| -> R<i32> {
-        counted(&mut c);
-        let value = c.data().node().metrics.get(id as u32 as usize).map(|m| m.value);
-        let Some(value) = value else {
-            return Ok(status::NOT_FOUND);
-        };
-        if !write(&mut c, ret, &value.to_le_bytes()) {
-            return Ok(status::INVALID_MEMORY_ACCESS);
-        }
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_define_metric",
+        |mut c: C<'_>, kind: i32, np: i32, nn: i32, ret: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(name) = read(&mut c, np, nn) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            if !(0..=2).contains(&kind) {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            let id = c.data().node().define_metric(&text(&name), kind as u32);
+            if !write_u32(&mut c, ret, id) {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            }
+            Ok(status::OK)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |mut c: C<'_>, id: i32, offset: i64| -> R<i32> {
+            counted(&mut c);
+            let mut node = c.data().node();
+            let Some(m) = node.metrics.get_mut(id as u32 as usize) else {
+                return Ok(status::NOT_FOUND);
+            };
+            if m.kind == 0 && offset < 0 {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            m.value = m.value.saturating_add_signed(offset);
+            Ok(status::OK)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |mut c: C<'_>, id: i32, value: i64| -> R<i32> {
+            counted(&mut c);
+            let mut node = c.data().node();
+            let Some(m) = node.metrics.get_mut(id as u32 as usize) else {
+                return Ok(status::NOT_FOUND);
+            };
+            m.value = value as u64;
+            Ok(status::OK)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut c: C<'_>, id: i32, ret: i32| -> R<i32> {
+            counted(&mut c);
+            let value = c
+                .data()
+                .node()
+                .metrics
+                .get(id as u32 as usize)
+                .map(|m| m.value);
+            let Some(value) = value else {
+                return Ok(status::NOT_FOUND);
+            };
+            if !write(&mut c, ret, &value.to_le_bytes()) {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            }
+            Ok(status::OK)
+        },
+    )?;
     Ok(())
 }
 
@@ -855,12 +948,19 @@ fn lookup_property(state: &WorkerState, path: &[String]) -> Option<Vec<u8>> {
     if let Some(v) = state.set_properties.get(path) {
         return Some(v.clone());
     }
-    if let Some((_, v)) = state.settings.properties.iter().rev().find(|(p, _)| p == path) {
+    if let Some((_, v)) = state
+        .settings
+        .properties
+        .iter()
+        .rev()
+        .find(|(p, _)| p == path)
+    {
         return v.clone();
     }
     // Request-derived properties of the effective stream.
     let stream = state.streams.get(&state.effective)?;
-    let header = |n: &str| crate::http::find_header(&stream.req_headers, n).map(|v| v.as_bytes().to_vec());
+    let header =
+        |n: &str| crate::http::find_header(&stream.req_headers, n).map(|v| v.as_bytes().to_vec());
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match (state.profile(), p.as_slice()) {
         (Profile::Kong, ["ngx", "request_method"]) => header(":method"),
@@ -883,34 +983,38 @@ fn lookup_property(state: &WorkerState, path: &[String]) -> Option<Vec<u8>> {
 /// the module imports returns ENOSYS so that it still loads.
 fn define_wasi(linker: &mut Linker<WorkerState>) -> R<()> {
     const M: &str = "wasi_snapshot_preview1";
-    linker.func_wrap(M, "fd_write", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, ret: i32| -> R<i32> {
-        let mut out = Vec::new();
-        for i in 0..n.max(0) {
-            let Some(iov) = read(&mut c, iovs.wrapping_add(i * 8), 8) else {
-                return Ok(WASI_EINVAL);
-            };
-            let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-            let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-            let Some(bytes) = read(&mut c, ptr, len) else {
-                return Ok(WASI_EINVAL);
-            };
-            out.extend_from_slice(&bytes);
-        }
-        let written = out.len() as u32;
-        {
-            let s = c.data_mut();
-            match fd {
-                1 => s.stdout.extend_from_slice(&out),
-                2 => s.stderr.extend_from_slice(&out),
-                _ => return Ok(WASI_EBADF),
+    linker.func_wrap(
+        M,
+        "fd_write",
+        |mut c: C<'_>, fd: i32, iovs: i32, n: i32, ret: i32| -> R<i32> {
+            let mut out = Vec::new();
+            for i in 0..n.max(0) {
+                let Some(iov) = read(&mut c, iovs.wrapping_add(i * 8), 8) else {
+                    return Ok(WASI_EINVAL);
+                };
+                let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+                let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+                let Some(bytes) = read(&mut c, ptr, len) else {
+                    return Ok(WASI_EINVAL);
+                };
+                out.extend_from_slice(&bytes);
             }
-            s.flush_output(false);
-        }
-        if !write_u32(&mut c, ret, written) {
-            return Ok(WASI_EINVAL);
-        }
-        Ok(WASI_ESUCCESS)
-    })?;
+            let written = out.len() as u32;
+            {
+                let s = c.data_mut();
+                match fd {
+                    1 => s.stdout.extend_from_slice(&out),
+                    2 => s.stderr.extend_from_slice(&out),
+                    _ => return Ok(WASI_EBADF),
+                }
+                s.flush_output(false);
+            }
+            if !write_u32(&mut c, ret, written) {
+                return Ok(WASI_EINVAL);
+            }
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
     for name in ["environ_sizes_get", "args_sizes_get"] {
         linker.func_wrap(M, name, |mut c: C<'_>, count: i32, size: i32| -> R<i32> {
             if !write_u32(&mut c, count, 0) || !write_u32(&mut c, size, 0) {
@@ -920,53 +1024,77 @@ fn define_wasi(linker: &mut Linker<WorkerState>) -> R<()> {
         })?;
     }
     for name in ["environ_get", "args_get"] {
-        linker.func_wrap(M, name, |_: C<'_>, _a: i32, _b: i32| -> R<i32> { Ok(WASI_ESUCCESS) })?;
+        linker.func_wrap(M, name, |_: C<'_>, _a: i32, _b: i32| -> R<i32> {
+            Ok(WASI_ESUCCESS)
+        })?;
     }
-    linker.func_wrap(M, "clock_time_get", |mut c: C<'_>, _id: i32, _prec: i64, ret: i32| -> R<i32> {
-        let ns = (EPOCH_MS + c.data().node().now_ms) * 1_000_000;
-        if !write(&mut c, ret, &ns.to_le_bytes()) {
-            return Ok(WASI_EINVAL);
-        }
-        Ok(WASI_ESUCCESS)
-    })?;
-    linker.func_wrap(M, "random_get", |mut c: C<'_>, buf: i32, len: i32| -> R<i32> {
-        let len = len as u32 as usize;
-        let mut bytes = Vec::with_capacity(len);
-        while bytes.len() < len {
-            let r = c.data_mut().next_random();
-            bytes.extend_from_slice(&r.to_le_bytes());
-        }
-        bytes.truncate(len);
-        if !write(&mut c, buf, &bytes) {
-            return Ok(WASI_EINVAL);
-        }
-        Ok(WASI_ESUCCESS)
-    })?;
+    linker.func_wrap(
+        M,
+        "clock_time_get",
+        |mut c: C<'_>, _id: i32, _prec: i64, ret: i32| -> R<i32> {
+            let ns = (EPOCH_MS + c.data().node().now_ms) * 1_000_000;
+            if !write(&mut c, ret, &ns.to_le_bytes()) {
+                return Ok(WASI_EINVAL);
+            }
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "random_get",
+        |mut c: C<'_>, buf: i32, len: i32| -> R<i32> {
+            let len = len as u32 as usize;
+            let mut bytes = Vec::with_capacity(len);
+            while bytes.len() < len {
+                let r = c.data_mut().next_random();
+                bytes.extend_from_slice(&r.to_le_bytes());
+            }
+            bytes.truncate(len);
+            if !write(&mut c, buf, &bytes) {
+                return Ok(WASI_EINVAL);
+            }
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
     linker.func_wrap(M, "proc_exit", |_: C<'_>, code: i32| -> R<()> {
         Err(wasmtime::Error::msg(format!("proc_exit({code})")))
     })?;
     linker.func_wrap(M, "sched_yield", |_: C<'_>| -> R<i32> { Ok(WASI_ESUCCESS) })?;
-    linker.func_wrap(M, "fd_close", |_: C<'_>, _fd: i32| -> R<i32> { Ok(WASI_EBADF) })?;
-    linker.func_wrap(M, "fd_seek", |_: C<'_>, _fd: i32, _off: i64, _wh: i32, _ret: i32| -> R<i32> {
+    linker.func_wrap(M, "fd_close", |_: C<'_>, _fd: i32| -> R<i32> {
         Ok(WASI_EBADF)
     })?;
-    linker.func_wrap(M, "fd_prestat_get", |_: C<'_>, _fd: i32, _ret: i32| -> R<i32> { Ok(WASI_EBADF) })?;
-    linker.func_wrap(M, "fd_prestat_dir_name", |_: C<'_>, _fd: i32, _p: i32, _n: i32| -> R<i32> {
-        Ok(WASI_EBADF)
-    })?;
-    linker.func_wrap(M, "fd_fdstat_get", |mut c: C<'_>, fd: i32, ret: i32| -> R<i32> {
-        if !(0..=2).contains(&fd) {
-            return Ok(WASI_EBADF);
-        }
-        // fdstat: filetype u8 (2 = character device), flags u16, rights u64 × 2.
-        let mut stat = [0u8; 24];
-        stat[0] = 2;
-        stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        if !write(&mut c, ret, &stat) {
-            return Ok(WASI_EINVAL);
-        }
-        Ok(WASI_ESUCCESS)
-    })?;
+    linker.func_wrap(
+        M,
+        "fd_seek",
+        |_: C<'_>, _fd: i32, _off: i64, _wh: i32, _ret: i32| -> R<i32> { Ok(WASI_EBADF) },
+    )?;
+    linker.func_wrap(
+        M,
+        "fd_prestat_get",
+        |_: C<'_>, _fd: i32, _ret: i32| -> R<i32> { Ok(WASI_EBADF) },
+    )?;
+    linker.func_wrap(
+        M,
+        "fd_prestat_dir_name",
+        |_: C<'_>, _fd: i32, _p: i32, _n: i32| -> R<i32> { Ok(WASI_EBADF) },
+    )?;
+    linker.func_wrap(
+        M,
+        "fd_fdstat_get",
+        |mut c: C<'_>, fd: i32, ret: i32| -> R<i32> {
+            if !(0..=2).contains(&fd) {
+                return Ok(WASI_EBADF);
+            }
+            // fdstat: filetype u8 (2 = character device), flags u16, rights u64 × 2.
+            let mut stat = [0u8; 24];
+            stat[0] = 2;
+            stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+            if !write(&mut c, ret, &stat) {
+                return Ok(WASI_EINVAL);
+            }
+            Ok(WASI_ESUCCESS)
+        },
+    )?;
     Ok(())
 }
 
@@ -993,17 +1121,22 @@ fn define_unknown_imports(
         let what = format!("{}::{}", import.module(), import.name());
         let returns_i32 = results.len() == 1 && matches!(results[0], ValType::I32);
         let no_results = results.is_empty();
-        linker.func_new(import.module(), import.name(), ty.clone(), move |mut c, _args, out| {
-            c.data_mut().stats.host_calls += 1;
-            if returns_i32 {
-                out[0] = Val::I32(code);
-                Ok(())
-            } else if no_results {
-                Ok(())
-            } else {
-                Err(wasmtime::Error::msg(format!("unimplemented import {what}")))
-            }
-        })?;
+        linker.func_new(
+            import.module(),
+            import.name(),
+            ty.clone(),
+            move |mut c, _args, out| {
+                c.data_mut().stats.host_calls += 1;
+                if returns_i32 {
+                    out[0] = Val::I32(code);
+                    Ok(())
+                } else if no_results {
+                    Ok(())
+                } else {
+                    Err(wasmtime::Error::msg(format!("unimplemented import {what}")))
+                }
+            },
+        )?;
     }
     Ok(())
 }
@@ -1057,9 +1190,7 @@ impl Worker {
         define_proxy_functions(&mut linker).map_err(load)?;
         define_wasi(&mut linker).map_err(load)?;
         define_unknown_imports(&mut linker, module, &mut store).map_err(load)?;
-        store
-            .set_fuel(settings.fuel_per_callback)
-            .map_err(load)?;
+        store.set_fuel(settings.fuel_per_callback).map_err(load)?;
         let instance = linker
             .instantiate(&mut store, module)
             .map_err(|e| HostError::Load(format!("instantiating: {}", describe(&e))))?;
@@ -1070,26 +1201,47 @@ impl Worker {
         };
         for init in ["_initialize", "_start"] {
             if worker.has_export(init) {
-                worker.call(Phase::Start, ROOT_ID, init, &[]).map_err(start_trap)?;
+                worker
+                    .call(Phase::Start, ROOT_ID, init, &[])
+                    .map_err(start_trap)?;
                 break;
             }
         }
         worker
-            .call(Phase::Start, ROOT_ID, "proxy_on_context_create", &[ROOT_ID as i32, 0])
+            .call(
+                Phase::Start,
+                ROOT_ID,
+                "proxy_on_context_create",
+                &[ROOT_ID as i32, 0],
+            )
             .map_err(start_trap)?;
         let vm_len = settings.vm_config.len() as i32;
         let ok = worker
-            .call(Phase::VmStart, ROOT_ID, "proxy_on_vm_start", &[ROOT_ID as i32, vm_len])
+            .call(
+                Phase::VmStart,
+                ROOT_ID,
+                "proxy_on_vm_start",
+                &[ROOT_ID as i32, vm_len],
+            )
             .map_err(start_trap)?;
         if ok == Some(0) {
-            return Err(HostError::VmStart { logs: worker.worker_logs() });
+            return Err(HostError::VmStart {
+                logs: worker.worker_logs(),
+            });
         }
         let cfg_len = settings.plugin_config.len() as i32;
         let ok = worker
-            .call(Phase::Configure, ROOT_ID, "proxy_on_configure", &[ROOT_ID as i32, cfg_len])
+            .call(
+                Phase::Configure,
+                ROOT_ID,
+                "proxy_on_configure",
+                &[ROOT_ID as i32, cfg_len],
+            )
             .map_err(start_trap)?;
         if ok == Some(0) {
-            return Err(HostError::Configure { logs: worker.worker_logs() });
+            return Err(HostError::Configure {
+                logs: worker.worker_logs(),
+            });
         }
         Ok(worker)
     }
@@ -1121,7 +1273,9 @@ impl Worker {
         }
         let fuel = self.store.data().settings.fuel_per_callback;
         let trap = |message: String| TrapInfo { phase, message };
-        self.store.set_fuel(fuel).map_err(|e| trap(format!("{e}")))?;
+        self.store
+            .set_fuel(fuel)
+            .map_err(|e| trap(format!("{e}")))?;
         let ty = func.ty(&self.store);
         let params: Vec<Val> = ty
             .params()

@@ -28,7 +28,10 @@ fn garbage_bytes_are_a_load_error() {
 fn trap_in_initialize_is_reported() {
     let wat = format!(r#"(module {ABI} (func (export "_initialize") unreachable))"#);
     let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
-    let err = Gateway::builder(Profile::Kong, &module).build().err().unwrap();
+    let err = Gateway::builder(Profile::Kong, &module)
+        .build()
+        .err()
+        .unwrap();
     assert!(matches!(err, HostError::StartTrap { .. }), "{err}");
 }
 
@@ -39,7 +42,10 @@ fn four_gib_memory_request_is_a_load_error() {
       (func (export "proxy_abi_version_0_2_1"))
       (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))"#;
     let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
-    let err = Gateway::builder(Profile::Kong, &module).build().err().unwrap();
+    let err = Gateway::builder(Profile::Kong, &module)
+        .build()
+        .err()
+        .unwrap();
     assert!(matches!(err, HostError::Load(_)), "{err}");
 }
 
@@ -48,16 +54,24 @@ fn infinite_loop_in_start_is_an_error_within_seconds() {
     let wat = format!(r#"(module {ABI} (func (export "_initialize") (loop (br 0))))"#);
     let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
     let t = Instant::now();
-    let err = Gateway::builder(Profile::Envoy, &module).build().err().unwrap();
+    let err = Gateway::builder(Profile::Envoy, &module)
+        .build()
+        .err()
+        .unwrap();
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(err.to_string().contains("fuel"), "{err}");
 }
 
 #[test]
 fn infinite_loop_in_a_callback_traps_within_seconds() {
-    let mut gw = gateway(Profile::Kong, json!({"on_request_headers": [{"op": "spin"}]}));
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "spin"}]}),
+    );
     let t = Instant::now();
-    let ex = gw.run(Request::new("GET", "/"), |_| Reply::status(200)).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap();
     assert!(t.elapsed() < Duration::from_secs(10));
     assert_eq!(ex.response.status, 500);
     assert!(gw.traps()[0].message.contains("fuel"), "{:?}", gw.traps());
@@ -65,11 +79,16 @@ fn infinite_loop_in_a_callback_traps_within_seconds() {
 
 #[test]
 fn growing_past_the_memory_limit_traps() {
-    let mut gw = builder(Profile::Kong, json!({"on_request_headers": [{"op": "alloc", "mb": 512}]}))
-        .memory_limit(64 << 20)
-        .build()
+    let mut gw = builder(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "alloc", "mb": 512}]}),
+    )
+    .memory_limit(64 << 20)
+    .build()
+    .unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
         .unwrap();
-    let ex = gw.run(Request::new("GET", "/"), |_| Reply::status(200)).unwrap();
     assert!(ex.response.trapped);
     assert_eq!(gw.traps().len(), 1);
 }
@@ -85,6 +104,8 @@ fn unknown_imports_still_load() {
     let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
     let mut gw = Gateway::builder(Profile::Envoy, &module).build().unwrap();
     // No callbacks exported: requests pass through untouched.
-    let ex = gw.run(Request::new("GET", "/"), |_| Reply::status(204)).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(204))
+        .unwrap();
     assert_eq!(ex.response.status, 204);
 }

@@ -16,9 +16,14 @@ fn retry_script() -> serde_json::Value {
 fn delayed_answer_after_timeout_loses_to_the_timeout() {
     let mut gw = gateway(Profile::Kong, retry_script());
     let ex = gw
-        .run(Request::new("GET", "/"), |_| Reply::status(200).body("late").after_ms(150))
+        .run(Request::new("GET", "/"), |_| {
+            Reply::status(200).body("late").after_ms(150)
+        })
         .unwrap();
-    assert_eq!(ex.response.status, 502, "probe answers 502 when the call failed");
+    assert_eq!(
+        ex.response.status, 502,
+        "probe answers 502 when the call failed"
+    );
     assert_eq!(gw.now_ms(), 100);
     assert!(gw.log_contains("dispatch_status=Some(\"timeout\")"));
 }
@@ -27,7 +32,9 @@ fn delayed_answer_after_timeout_loses_to_the_timeout() {
 fn delayed_answer_within_timeout_arrives() {
     let mut gw = gateway(Profile::Kong, retry_script());
     let ex = gw
-        .run(Request::new("GET", "/"), |_| Reply::status(201).body("ok").after_ms(40))
+        .run(Request::new("GET", "/"), |_| {
+            Reply::status(201).body("ok").after_ms(40)
+        })
         .unwrap();
     assert_eq!(ex.response.status, 201);
     assert_eq!(ex.calls[0].sent_at_ms, 0);
@@ -36,8 +43,13 @@ fn delayed_answer_within_timeout_arrives() {
 
 #[test]
 fn a_request_that_waits_forever_is_an_error_not_a_hang() {
-    let mut gw = gateway(Profile::Kong, json!({"on_request_headers": [{"op": "pause"}]}));
-    let err = gw.run(Request::new("GET", "/"), |_| Reply::status(200)).unwrap_err();
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "pause"}]}),
+    );
+    let err = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap_err();
     assert!(matches!(err, HostError::Stuck { .. }), "{err}");
 }
 
@@ -57,7 +69,9 @@ fn answering_an_unknown_call_is_an_error() {
 fn request_stats_count_fuel_host_calls_and_bytes() {
     let mut gw = gateway(Profile::Kong, retry_script());
     let ex = gw
-        .run(Request::new("GET", "/"), |_| Reply::status(200).body(vec![0u8; 4096]))
+        .run(Request::new("GET", "/"), |_| {
+            Reply::status(200).body(vec![0u8; 4096])
+        })
         .unwrap();
     let stats = gw.stats(ex.request).unwrap();
     assert!(stats.fuel > 0);
@@ -71,9 +85,14 @@ fn request_stats_count_fuel_host_calls_and_bytes() {
 fn clock_and_random_are_deterministic() {
     let script = json!({"on_request_headers": [{"op": "now"}, {"op": "random"}]});
     let run = |seed| {
-        let mut gw = builder(Profile::Kong, script.clone()).seed(seed).build().unwrap();
+        let mut gw = builder(Profile::Kong, script.clone())
+            .seed(seed)
+            .build()
+            .unwrap();
         gw.advance(1234);
-        let _ = gw.run(Request::new("GET", "/"), |_| Reply::status(200)).unwrap();
+        let _ = gw
+            .run(Request::new("GET", "/"), |_| Reply::status(200))
+            .unwrap();
         messages(&gw)
             .into_iter()
             .filter(|m| m.starts_with("probe now") || m.starts_with("probe random"))
@@ -87,8 +106,13 @@ fn clock_and_random_are_deterministic() {
 
 #[test]
 fn stdout_is_captured_as_logs() {
-    let mut gw = gateway(Profile::Envoy, json!({"on_request_headers": [{"op": "print", "msg": "hello stdout"}]}));
-    let _ = gw.run(Request::new("GET", "/"), |_| Reply::status(200)).unwrap();
+    let mut gw = gateway(
+        Profile::Envoy,
+        json!({"on_request_headers": [{"op": "print", "msg": "hello stdout"}]}),
+    );
+    let _ = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap();
     assert!(gw.log_contains("hello stdout"));
 }
 
@@ -99,12 +123,15 @@ fn proxied_request_carries_filter_header_changes() {
         json!({"on_request_headers": [{"op": "set_request_header", "name": "x-attempt", "value": "1"}]}),
     );
     let ex = gw
-        .run(Request::new("POST", "/p").header("a", "b").body("data"), |c| {
-            assert_eq!(c.header("x-attempt"), Some("1"));
-            assert_eq!(c.header("content-length"), Some("4"));
-            assert_eq!(c.body, b"data");
-            Reply::failure(Failure::Reset)
-        })
+        .run(
+            Request::new("POST", "/p").header("a", "b").body("data"),
+            |c| {
+                assert_eq!(c.header("x-attempt"), Some("1"));
+                assert_eq!(c.header("content-length"), Some("4"));
+                assert_eq!(c.body, b"data");
+                Reply::failure(Failure::Reset)
+            },
+        )
         .unwrap();
     assert_eq!(ex.response.status, 503);
 }

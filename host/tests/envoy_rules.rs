@@ -45,15 +45,25 @@ fn dispatch_needs_a_known_cluster() {
     );
     gw.send(0, Request::new("GET", "/"));
     let m = messages(&gw);
-    let results: Vec<&String> = m.iter().filter(|l| l.starts_with("probe dispatch")).collect();
-    assert_eq!(results, vec!["probe dispatch: Err(BadArgument)", "probe dispatch: Ok(1)"]);
+    let results: Vec<&String> = m
+        .iter()
+        .filter(|l| l.starts_with("probe dispatch"))
+        .collect();
+    assert_eq!(
+        results,
+        vec!["probe dispatch: Err(BadArgument)", "probe dispatch: Ok(1)"]
+    );
 }
 
 #[test]
 fn request_headers_end_of_stream_reflects_body() {
     let mut gw = gateway(Profile::Envoy, json!({}));
-    let _ = gw.run(Request::new("GET", "/"), |_| Reply::status(200)).unwrap();
-    let _ = gw.run(Request::new("POST", "/").body("x"), |_| Reply::status(200)).unwrap();
+    let _ = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap();
+    let _ = gw
+        .run(Request::new("POST", "/").body("x"), |_| Reply::status(200))
+        .unwrap();
     assert!(gw.log_contains("probe on_request_headers ctx=2 headers=4 eos=true"));
     assert!(gw.log_contains("probe on_request_headers ctx=3 headers=5 eos=false"));
     assert!(gw.log_contains("probe on_request_body ctx=3 size=1 eos=true"));
@@ -68,7 +78,9 @@ fn failed_dispatch_has_no_headers_and_no_dispatch_status() {
             "on_http_call_response": [{"op": "local", "status": 504, "body": "t"}]
         }),
     );
-    let ex = gw.run(Request::new("GET", "/"), |_| Reply::failure(Failure::Reset)).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| Reply::failure(Failure::Reset))
+        .unwrap();
     assert_eq!(ex.response.status, 504);
     assert!(gw.log_contains("headers=0 body=0 status=None dispatch_status=None"));
 }
@@ -81,16 +93,30 @@ fn tick_period_can_be_changed_and_set_from_request() {
     );
     assert_eq!(gw.tick_period(0), Some(50));
     gw.advance(100);
-    assert_eq!(messages(&gw).iter().filter(|m| m.starts_with("probe on_tick")).count(), 2);
+    assert_eq!(
+        messages(&gw)
+            .iter()
+            .filter(|m| m.starts_with("probe on_tick"))
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn proxy_failure_gives_envoy_error_page() {
     let mut gw = gateway(Profile::Envoy, json!({}));
-    let ex = gw.run(Request::new("GET", "/"), |_| Reply::failure(Failure::Refused)).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| {
+            Reply::failure(Failure::Refused)
+        })
+        .unwrap();
     assert_eq!(ex.response.status, 503);
     assert_eq!(ex.response.source, Source::Gateway);
     let mut kong = gateway(Profile::Kong, json!({}));
-    let ex = kong.run(Request::new("GET", "/"), |_| Reply::failure(Failure::Timeout)).unwrap();
+    let ex = kong
+        .run(Request::new("GET", "/"), |_| {
+            Reply::failure(Failure::Timeout)
+        })
+        .unwrap();
     assert_eq!(ex.response.status, 504);
 }

@@ -18,7 +18,9 @@ fn dispatch_from_response_headers_traps_and_client_gets_upstream_answer() {
         json!({"on_response_headers": [{"op": "dispatch"}]}),
     );
     assert_eq!(gw.instances_started(), 1);
-    let ex = gw.run(Request::new("GET", "/a"), |_| ok("upstream")).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/a"), |_| ok("upstream"))
+        .unwrap();
     assert_eq!(ex.response.status, 200);
     assert_eq!(ex.response.body, b"upstream");
     assert!(ex.response.trapped);
@@ -26,20 +28,31 @@ fn dispatch_from_response_headers_traps_and_client_gets_upstream_answer() {
     let traps = gw.traps();
     assert_eq!(traps.len(), 1);
     assert_eq!(traps[0].phase, "on_response_headers");
-    assert!(traps[0].message.contains("can only send HTTP dispatch during"));
+    assert!(traps[0]
+        .message
+        .contains("can only send HTTP dispatch during"));
     // on_log is skipped after a trap.
     assert!(!messages(&gw).iter().any(|m| m.starts_with("probe on_log")));
     // The next request gets a fresh instance, configured again.
-    let configured_before = messages(&gw).iter().filter(|m| m.starts_with("probe on_configure")).count();
+    let configured_before = messages(&gw)
+        .iter()
+        .filter(|m| m.starts_with("probe on_configure"))
+        .count();
     let _ = gw.run(Request::new("GET", "/b"), |_| ok("x")).unwrap();
     assert_eq!(gw.instances_started(), 2);
-    let configured_after = messages(&gw).iter().filter(|m| m.starts_with("probe on_configure")).count();
+    let configured_after = messages(&gw)
+        .iter()
+        .filter(|m| m.starts_with("probe on_configure"))
+        .count();
     assert_eq!(configured_after, configured_before + 1);
 }
 
 #[test]
 fn dispatch_from_response_body_traps() {
-    let mut gw = gateway(Profile::Kong, json!({"on_response_body": [{"op": "dispatch"}]}));
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({"on_response_body": [{"op": "dispatch"}]}),
+    );
     let ex = gw.run(Request::new("GET", "/a"), |_| ok("up")).unwrap();
     assert!(ex.response.trapped);
     assert_eq!(ex.response.body, b"up");
@@ -65,7 +78,9 @@ fn dispatch_then_local_response_appends_newline_and_runs_response_phases() {
     assert!(!ex.response.framing_error);
     let m = messages(&gw);
     assert!(m.iter().any(|l| l.starts_with("probe on_response_headers")));
-    assert!(m.iter().any(|l| l.starts_with("probe on_response_body ctx=2 size=6 eos=true")));
+    assert!(m
+        .iter()
+        .any(|l| l.starts_with("probe on_response_body ctx=2 size=6 eos=true")));
     assert!(m.iter().any(|l| l.starts_with("probe on_log")));
 }
 
@@ -88,14 +103,18 @@ fn byte_exact_relay_recipe_yields_original_bytes() {
     let mut gw = gateway(Profile::Kong, relay_script(true));
     let body = original.clone();
     let ex = gw
-        .run(Request::new("GET", "/bytes"), move |_| Reply::status(200).body(body.clone()))
+        .run(Request::new("GET", "/bytes"), move |_| {
+            Reply::status(200).body(body.clone())
+        })
         .unwrap();
     assert_eq!(ex.response.body, original);
     assert_eq!(ex.response.header("content-length"), None);
     assert!(!ex.response.framing_error);
 
     // An empty body gets no "\n" and is left alone.
-    let ex = gw.run(Request::new("GET", "/empty"), |_| Reply::status(204)).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/empty"), |_| Reply::status(204))
+        .unwrap();
     assert_eq!(ex.response.status, 204);
     assert!(ex.response.body.is_empty());
     assert!(!ex.response.framing_error);
@@ -104,14 +123,24 @@ fn byte_exact_relay_recipe_yields_original_bytes() {
 #[test]
 fn relay_without_removing_content_length_breaks_framing() {
     let mut gw = gateway(Profile::Kong, relay_script(false));
-    let ex = gw.run(Request::new("GET", "/x"), |_| Reply::status(200).body("abc")).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/x"), |_| {
+            Reply::status(200).body("abc")
+        })
+        .unwrap();
     assert_eq!(ex.response.body, b"abc");
-    assert!(ex.response.framing_error, "content-length 4 for a 3-byte body");
+    assert!(
+        ex.response.framing_error,
+        "content-length 4 for a 3-byte body"
+    );
 }
 
 #[test]
 fn pause_in_response_headers_does_not_wait() {
-    let mut gw = gateway(Profile::Kong, json!({"on_response_headers": [{"op": "pause"}]}));
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({"on_response_headers": [{"op": "pause"}]}),
+    );
     let ex = gw.run(Request::new("GET", "/"), |_| ok("body")).unwrap();
     assert_eq!(ex.response.body, b"body");
 }
@@ -124,13 +153,20 @@ fn local_response_in_response_headers_keeps_upstream_headers() {
     );
     let ex = gw
         .run(Request::new("GET", "/"), |_| {
-            Reply::status(200).header("x-up", "yes").header("content-length", "2").body("up")
+            Reply::status(200)
+                .header("x-up", "yes")
+                .header("content-length", "2")
+                .body("up")
         })
         .unwrap();
     assert_eq!(ex.response.status, 503);
     assert_eq!(ex.response.body, b"replaced\n");
     assert_eq!(ex.response.header("x-up"), Some("yes"));
-    assert_eq!(ex.response.header("x-local"), None, "headers argument ignored");
+    assert_eq!(
+        ex.response.header("x-local"),
+        None,
+        "headers argument ignored"
+    );
     assert!(ex.response.framing_error, "stale content-length");
     assert!(!ex.response.trapped);
 }
@@ -152,13 +188,17 @@ fn local_response_headers_have_replace_semantics() {
     let script = json!({"on_request_headers": [{"op": "local", "status": 200,
         "headers": [["set-cookie", "a=1"], ["set-cookie", "b=2"]], "body": ""}]});
     let mut gw = gateway(Profile::Kong, script.clone());
-    let ex = gw.run(Request::new("GET", "/"), |_| unreachable!()).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| unreachable!())
+        .unwrap();
     assert_eq!(ex.response.header_all("set-cookie"), vec!["b=2"]);
     assert!(ex.response.body.is_empty(), "no \\n for an empty body");
     assert!(ex.calls.is_empty());
 
     let mut envoy = gateway(Profile::Envoy, script);
-    let ex = envoy.run(Request::new("GET", "/"), |_| unreachable!()).unwrap();
+    let ex = envoy
+        .run(Request::new("GET", "/"), |_| unreachable!())
+        .unwrap();
     assert_eq!(ex.response.header_all("set-cookie"), vec!["a=1", "b=2"]);
 }
 
@@ -169,14 +209,20 @@ fn request_body_readable_only_in_request_phases_and_log() {
         Profile::Kong,
         json!({"on_request_body": read, "on_response_headers": read, "on_log": read}),
     );
-    let _ = gw.run(Request::new("POST", "/").body("12345"), |_| ok("")).unwrap();
+    let _ = gw
+        .run(Request::new("POST", "/").body("12345"), |_| ok(""))
+        .unwrap();
     let bodies: Vec<String> = messages(&gw)
         .into_iter()
         .filter(|m| m.starts_with("probe request body"))
         .collect();
     assert_eq!(
         bodies,
-        vec!["probe request body: 5 bytes", "probe request body: status 1", "probe request body: 5 bytes"]
+        vec![
+            "probe request body: 5 bytes",
+            "probe request body: status 1",
+            "probe request body: 5 bytes"
+        ]
     );
 }
 
@@ -184,11 +230,20 @@ fn request_body_readable_only_in_request_phases_and_log() {
 fn request_headers_end_of_stream_is_false_and_no_body_callback_without_body() {
     let mut gw = gateway(Profile::Kong, json!({}));
     let _ = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
-    let _ = gw.run(Request::new("POST", "/").body("abc"), |_| ok("")).unwrap();
+    let _ = gw
+        .run(Request::new("POST", "/").body("abc"), |_| ok(""))
+        .unwrap();
     let m = messages(&gw);
-    assert!(m.iter().any(|l| l == "probe on_request_headers ctx=2 headers=4 eos=false"));
-    assert!(m.iter().any(|l| l == "probe on_request_headers ctx=3 headers=5 eos=false"));
-    let bodies: Vec<&String> = m.iter().filter(|l| l.starts_with("probe on_request_body")).collect();
+    assert!(m
+        .iter()
+        .any(|l| l == "probe on_request_headers ctx=2 headers=4 eos=false"));
+    assert!(m
+        .iter()
+        .any(|l| l == "probe on_request_headers ctx=3 headers=5 eos=false"));
+    let bodies: Vec<&String> = m
+        .iter()
+        .filter(|l| l.starts_with("probe on_request_body"))
+        .collect();
     assert_eq!(bodies, vec!["probe on_request_body ctx=3 size=3 eos=true"]);
 }
 
@@ -197,7 +252,9 @@ fn chunked_request_body_is_assembled_once() {
     let mut gw = gateway(Profile::Kong, json!({}));
     let _ = gw
         .run(
-            Request::new("POST", "/").header("transfer-encoding", "chunked").body(vec![7u8; 100]),
+            Request::new("POST", "/")
+                .header("transfer-encoding", "chunked")
+                .body(vec![7u8; 100]),
             |_| ok(""),
         )
         .unwrap();
@@ -205,17 +262,25 @@ fn chunked_request_body_is_assembled_once() {
         .into_iter()
         .filter(|l| l.starts_with("probe on_request_body"))
         .collect();
-    assert_eq!(bodies, vec!["probe on_request_body ctx=2 size=100 eos=true"]);
+    assert_eq!(
+        bodies,
+        vec!["probe on_request_body ctx=2 size=100 eos=true"]
+    );
 }
 
 #[test]
 fn body_above_buffer_size_is_unreadable_but_still_proxied() {
-    let mut gw = builder(Profile::Kong, json!({"on_request_body": [{"op": "read_request_body"}]}))
-        .body_buffer_size(8192)
-        .build()
-        .unwrap();
+    let mut gw = builder(
+        Profile::Kong,
+        json!({"on_request_body": [{"op": "read_request_body"}]}),
+    )
+    .body_buffer_size(8192)
+    .build()
+    .unwrap();
     let big = vec![b'x'; 10_000];
-    let ex = gw.run(Request::new("POST", "/").body(big.clone()), |_| ok("")).unwrap();
+    let ex = gw
+        .run(Request::new("POST", "/").body(big.clone()), |_| ok(""))
+        .unwrap();
     assert!(gw.log_contains("probe request body: status 1"), "NotFound");
     assert!(gw.log_contains("cannot read request body buffered to file"));
     assert_eq!(ex.calls[0].body, big);
@@ -233,8 +298,18 @@ fn dispatch_upstream_must_be_host_port() {
     );
     let rid = gw.send(0, Request::new("GET", "/"));
     let m = messages(&gw);
-    let results: Vec<&String> = m.iter().filter(|l| l.starts_with("probe dispatch")).collect();
-    assert_eq!(results, vec!["probe dispatch: Err(BadArgument)", "probe dispatch: Ok(1)", "probe dispatch: Ok(2)"]);
+    let results: Vec<&String> = m
+        .iter()
+        .filter(|l| l.starts_with("probe dispatch"))
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            "probe dispatch: Err(BadArgument)",
+            "probe dispatch: Ok(1)",
+            "probe dispatch: Ok(2)"
+        ]
+    );
     let pending = gw.pending();
     assert_eq!(pending.len(), 3, "two dispatches and the proxied request");
     assert_eq!(pending[0].upstream(), Some("backend"));
@@ -258,7 +333,11 @@ fn failed_dispatch_reports_dispatch_status_and_no_headers() {
     assert_eq!(gw.response(rid).unwrap().status, 502);
     assert!(gw.log_contains("headers=0 body=0 status=None dispatch_status=Some(\"timeout\")"));
     // Refused.
-    let ex = gw.run(Request::new("GET", "/"), |_| Reply::failure(Failure::Refused)).unwrap();
+    let ex = gw
+        .run(Request::new("GET", "/"), |_| {
+            Reply::failure(Failure::Refused)
+        })
+        .unwrap();
     assert_eq!(ex.response.status, 502);
     assert!(gw.log_contains("dispatch_status=Some(\"broken connection\")"));
     // Success: :status and :dispatch_status ok.
@@ -276,7 +355,9 @@ fn truncated_dispatch_reports_status_and_size_but_body_read_fails() {
         }),
     );
     let ex = gw
-        .run(Request::new("GET", "/"), |_| Reply::truncated(200, 1000, vec![1u8; 10]))
+        .run(Request::new("GET", "/"), |_| {
+            Reply::truncated(200, 1000, vec![1u8; 10])
+        })
         .unwrap();
     assert!(gw.log_contains("body=1000 status=Some(\"200\") dispatch_status=Some(\"ok\")"));
     assert!(gw.log_contains("probe call body raw: status 2"));
@@ -287,15 +368,20 @@ fn truncated_dispatch_reports_status_and_size_but_body_read_fails() {
 
 #[test]
 fn shared_data_without_zone_traps_and_client_gets_500() {
-    let mut gw = builder(Profile::Kong, json!({"on_request_headers": [{"op": "get_shared", "key": "k"}]}))
-        .shared_data_zone(false)
-        .build()
-        .unwrap();
+    let mut gw = builder(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "get_shared", "key": "k"}]}),
+    )
+    .shared_data_zone(false)
+    .build()
+    .unwrap();
     let ex = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
     assert_eq!(ex.response.status, 500);
     assert!(ex.response.trapped);
     assert!(ex.calls.is_empty());
-    assert!(gw.traps()[0].message.contains("could not resolve namespace"));
+    assert!(gw.traps()[0]
+        .message
+        .contains("could not resolve namespace"));
 }
 
 #[test]
@@ -308,14 +394,34 @@ fn cas_zero_succeeds_only_when_absent() {
     ]});
     let mut gw = gateway(Profile::Kong, script.clone());
     let _ = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
-    let sets: Vec<String> = messages(&gw).into_iter().filter(|m| m.starts_with("probe set_shared")).collect();
-    assert_eq!(sets, vec!["probe set_shared k: Ok(())", "probe set_shared k: Err(CasMismatch)", "probe set_shared k: Ok(())"]);
+    let sets: Vec<String> = messages(&gw)
+        .into_iter()
+        .filter(|m| m.starts_with("probe set_shared"))
+        .collect();
+    assert_eq!(
+        sets,
+        vec![
+            "probe set_shared k: Ok(())",
+            "probe set_shared k: Err(CasMismatch)",
+            "probe set_shared k: Ok(())"
+        ]
+    );
     assert_eq!(gw.shared_data("k"), Some(b"3".to_vec()));
 
     let mut envoy = gateway(Profile::Envoy, script);
     let _ = envoy.run(Request::new("GET", "/"), |_| ok("")).unwrap();
-    let sets: Vec<String> = messages(&envoy).into_iter().filter(|m| m.starts_with("probe set_shared")).collect();
-    assert_eq!(sets, vec!["probe set_shared k: Ok(())", "probe set_shared k: Ok(())", "probe set_shared k: Ok(())"]);
+    let sets: Vec<String> = messages(&envoy)
+        .into_iter()
+        .filter(|m| m.starts_with("probe set_shared"))
+        .collect();
+    assert_eq!(
+        sets,
+        vec![
+            "probe set_shared k: Ok(())",
+            "probe set_shared k: Ok(())",
+            "probe set_shared k: Ok(())"
+        ]
+    );
 }
 
 #[test]
@@ -339,13 +445,19 @@ fn shared_data_and_metrics_are_shared_by_workers() {
 
 #[test]
 fn tick_period_is_root_only_and_settable_once_ticks_fire_per_worker() {
-    let mut gw = builder(Profile::Kong, json!({"on_configure": [{"op": "tick_period", "ms": 100}]}))
-        .workers(2)
-        .build()
-        .unwrap();
+    let mut gw = builder(
+        Profile::Kong,
+        json!({"on_configure": [{"op": "tick_period", "ms": 100}]}),
+    )
+    .workers(2)
+    .build()
+    .unwrap();
     assert_eq!(gw.tick_period(0), Some(100));
     gw.advance(250);
-    let ticks = messages(&gw).iter().filter(|m| m.starts_with("probe on_tick")).count();
+    let ticks = messages(&gw)
+        .iter()
+        .filter(|m| m.starts_with("probe on_tick"))
+        .count();
     assert_eq!(ticks, 4, "2 workers × 2 periods");
 
     // Second set traps.
@@ -358,10 +470,15 @@ fn tick_period_is_root_only_and_settable_once_ticks_fire_per_worker() {
     assert!(err.to_string().contains("tick_period already set"), "{err}");
 
     // From a request context: traps.
-    let mut gw3 = gateway(Profile::Kong, json!({"on_request_headers": [{"op": "tick_period", "ms": 10}]}));
+    let mut gw3 = gateway(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "tick_period", "ms": 10}]}),
+    );
     let ex = gw3.run(Request::new("GET", "/"), |_| ok("")).unwrap();
     assert!(ex.response.trapped);
-    assert!(gw3.traps()[0].message.contains("can only set tick_period in root context"));
+    assert!(gw3.traps()[0]
+        .message
+        .contains("can only set tick_period in root context"));
 }
 
 #[test]
@@ -420,7 +537,10 @@ fn pause_in_request_headers_waits_until_resumed_from_dispatch_callback() {
 
 #[test]
 fn trap_before_upstream_gives_500_and_wasm_panic_is_a_trap() {
-    let mut gw = gateway(Profile::Kong, json!({"on_request_headers": [{"op": "panic"}]}));
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "panic"}]}),
+    );
     let ex = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
     assert_eq!(ex.response.status, 500);
     assert_eq!(ex.response.source, Source::Gateway);
@@ -445,7 +565,9 @@ fn properties_have_kong_defaults_and_overrides() {
     .build()
     .unwrap();
     let _ = gw.run(Request::new("GET", "/q?x=1"), |_| ok("")).unwrap();
-    assert!(gw.log_contains("probe property kong.route_id: Ok(Some(\"5f1c2bcd-0000-4000-8000-000000000001\"))"));
+    assert!(gw.log_contains(
+        "probe property kong.route_id: Ok(Some(\"5f1c2bcd-0000-4000-8000-000000000001\"))"
+    ));
     assert!(gw.log_contains("\\\"host\\\":\\\"10.0.0.7\\\""));
     assert!(gw.log_contains("\\\"port\\\":8081"));
     assert!(gw.log_contains("probe property ngx.request_uri: Ok(Some(\"/q?x=1\"))"));

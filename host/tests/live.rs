@@ -51,7 +51,11 @@ fn free_port_refusing() -> String {
 fn get(gw: &LiveGateway, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(gw.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -63,7 +67,11 @@ fn get(gw: &LiveGateway, path: &str) -> (u16, Vec<u8>) {
 #[test]
 fn live_passthrough_to_a_real_upstream() {
     let up = upstream(200, b"hello".to_vec(), Duration::ZERO);
-    let gw = LiveGateway::start(builder(Profile::Kong, json!({})).upstream(&up), LiveOptions::default()).unwrap();
+    let gw = LiveGateway::start(
+        builder(Profile::Kong, json!({})).upstream(&up),
+        LiveOptions::default(),
+    )
+    .unwrap();
     assert_eq!(get(&gw, "/x"), (200, b"hello".to_vec()));
     let calls = gw.with_gateway(|g| g.calls().to_vec());
     assert_eq!(calls.len(), 1);
@@ -116,11 +124,20 @@ fn live_failures_map_to_dispatch_status() {
 fn live_ticks_follow_real_time() {
     let up = upstream(200, Vec::new(), Duration::ZERO);
     let gw = LiveGateway::start(
-        builder(Profile::Kong, json!({"on_configure": [{"op": "tick_period", "ms": 20}]})).upstream(&up),
+        builder(
+            Profile::Kong,
+            json!({"on_configure": [{"op": "tick_period", "ms": 20}]}),
+        )
+        .upstream(&up),
         LiveOptions::default(),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let ticks = gw.with_gateway(|g| messages(g).iter().filter(|m| m.starts_with("probe on_tick")).count());
+    let ticks = gw.with_gateway(|g| {
+        messages(g)
+            .iter()
+            .filter(|m| m.starts_with("probe on_tick"))
+            .count()
+    });
     assert!(ticks >= 3, "{ticks}");
 }

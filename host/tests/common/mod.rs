@@ -12,7 +12,9 @@ pub fn probe() -> WasmModule {
 
 /// A gateway running the probe with this script.
 pub fn gateway(profile: Profile, script: Value) -> Gateway {
-    builder(profile, script).build().unwrap_or_else(|e| panic!("{e}"))
+    builder(profile, script)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn builder(profile: Profile, script: Value) -> proxy_wasm_test_host::GatewayBuilder {
