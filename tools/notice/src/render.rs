@@ -446,16 +446,16 @@ mod en {
         if f.retries > 0 {
             if f.budget.enabled {
                 let scope = match f.budget.scope {
-                    BudgetScope::Route => "this route's requests",
+                    BudgetScope::Route => "the route's requests",
                     BudgetScope::Upstream => "the requests to the same backend",
                 };
                 let _ = writeln!(
                     out,
-                    "- **Retry budget:** retries are limited to {} % of {} over {} (at least {} retries per second are always allowed). In a real outage, failures beyond that reach you without a retry.",
+                    "- **Retry budget:** retries are limited to {} % of {} plus {} per second (unused allowance is kept for at most {}). In a real outage, failures beyond that reach you without a retry.",
                     f.budget.percent,
                     scope,
-                    duration(f.budget.window_ms, Lang::En),
-                    f.budget.min_retries_per_second
+                    f.budget.min_retries_per_second,
+                    duration(f.budget.window_ms, Lang::En)
                 );
             }
             let _ = writeln!(
@@ -748,11 +748,11 @@ mod zh {
                 };
                 let _ = writeln!(
                     out,
-                    "- **重试预算：** 在 {}的统计窗口内，重试量不超过{}的 {}%（每秒至少允许 {} 次重试）。遇到真正的故障时，超出部分的失败会直接返回给你，不再重试。",
-                    duration(f.budget.window_ms, Lang::Zh),
+                    "- **重试预算：** 重试量上限为{}的 {}%，另加每秒 {} 次（未用完的额度最多保留 {}）。遇到真正的故障时，超出部分的失败会直接返回给你，不再重试。",
                     scope,
                     f.budget.percent,
-                    f.budget.min_retries_per_second
+                    f.budget.min_retries_per_second,
+                    duration(f.budget.window_ms, Lang::Zh)
                 );
             }
             let _ = writeln!(
