@@ -152,6 +152,8 @@ pub enum NativeReason {
     BodyUnreadable,
     /// The first dispatch was refused by the host before anything was sent.
     DispatchRefused,
+    /// A header value is not UTF-8: the host's dispatch call takes text, so no exact copy.
+    HeaderNotText,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +280,21 @@ impl Exchange {
         &self.target
     }
 
+    /// How attempts run for this request.
+    pub fn execution(&self) -> Execution {
+        self.execution
+    }
+
+    /// The largest body this request may have and still be retried.
+    pub fn max_body_bytes(&self) -> usize {
+        self.plan.max_body_bytes
+    }
+
+    /// The client-facing attempts header name.
+    pub fn attempts_header(&self) -> &str {
+        &self.plan.attempts_header
+    }
+
     /// Feeds one event; returns what to do next.
     pub fn handle(&mut self, event: Event, env: &mut dyn Env) -> Action {
         match event {
@@ -320,6 +337,13 @@ impl Exchange {
         self.replayable = RetryPolicy::new(&self.plan).replayable(&copy.method, has_key);
         if !self.replayable || self.plan.retries == 0 {
             return self.native(NativeReason::NotRetryable);
+        }
+        if copy
+            .headers
+            .iter()
+            .any(|(_, v)| std::str::from_utf8(v).is_err())
+        {
+            return self.native(NativeReason::HeaderNotText);
         }
         self.path = path.unwrap_or_else(|| copy.path.clone());
         self.authority = authority.unwrap_or_else(|| copy.authority.clone());
@@ -976,6 +1000,24 @@ mod tests {
         );
         assert!(x.awaits_native_response());
         assert_eq!(x.dispatch_body(), b"hi");
+    }
+
+    #[test]
+    fn non_utf8_header_goes_native() {
+        let mut e = env();
+        let mut x = exchange("{}", Execution::Dispatch);
+        let mut h = hs(&[(":method", "GET"), (":path", "/")]);
+        h.push(("x-latin".into(), vec![0xe9]));
+        let a = x.handle(
+            Event::RequestHeaders {
+                headers: h,
+                path: None,
+                authority: None,
+            },
+            &mut e,
+        );
+        assert_eq!(a, Action::PassThrough);
+        assert_eq!(x.native_reason(), Some(NativeReason::HeaderNotText));
     }
 
     #[test]

@@ -1,1 +1,16 @@
-//! placeholder
+//! The proxy-wasm adapter: the only code that talks to the host.
+//!
+//! `root` parses the plan and detects the host; `driver` turns one request's host callbacks
+//! into `exchange` events and executes the returned actions; `abi` makes the raw host calls.
+
+mod abi;
+mod driver;
+mod logger;
+mod root;
+
+proxy_wasm::main! {{
+    logger::install();
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::FilterRoot::new(context_id))
+    });
+}}

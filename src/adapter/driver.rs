@@ -1,0 +1,613 @@
+//! One request: host callbacks become `exchange` events, actions become host calls.
+
+use super::abi;
+use super::root::{Host, Notice, Shared};
+use crate::config::{self, Mode, Scheme};
+use crate::exchange::{
+    Action, Attempt, AttemptResponse, BodyRead, Env, Event, Exchange, Execution, Target,
+};
+use crate::header_map::{first, Headers};
+use crate::outcome::Outcome;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action as HostAction;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Path of the loopback delay server's endpoint (kong/delay-server.conf).
+const DELAY_PATH: &str = "/kong-retry/delay";
+
+/// What a dispatch token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Attempt(u32),
+    /// A Kong wait on the delay endpoint that should end at `due_ms`.
+    Delay {
+        due_ms: u64,
+        ms: u64,
+    },
+}
+
+/// Where an action is executed, which decides how "go on" is said to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Request headers or body: return Continue / Pause.
+    Request,
+    /// Response headers (response mode): return Continue / Pause.
+    ResponseHeaders,
+    /// A dispatch answer or a tick: the stream is resumed explicitly.
+    Async,
+}
+
+/// The executor of one request's exchange.
+pub struct Driver {
+    id: u32,
+    shared: Rc<Shared>,
+    host: Host,
+    exchange: Option<Exchange>,
+    tokens: BTreeMap<u32, Purpose>,
+    /// Kong: the local response's body must be put back byte-exact in the body phase.
+    body_fix_pending: bool,
+}
+
+struct HostEnv<'a> {
+    shared: &'a Shared,
+}
+
+impl Env for HostEnv<'_> {
+    fn now_ms(&self) -> u64 {
+        abi::now_ms()
+    }
+    fn random(&mut self) -> u64 {
+        self.shared.random()
+    }
+}
+
+impl Driver {
+    fn handle(&mut self, event: Event) -> Option<Action> {
+        let shared = self.shared.clone();
+        let mut env = HostEnv { shared: &shared };
+        self.exchange.as_mut().map(|x| x.handle(event, &mut env))
+    }
+
+    /// Resolves execution mode and target for this request; `None` leaves it alone.
+    fn start_exchange(&mut self) -> Option<Exchange> {
+        let plan = self.shared.plan.borrow().clone()?;
+        self.host = self.shared.host();
+        let execution = match (plan.mode, self.host) {
+            (Mode::Response, Host::Kong) => {
+                self.shared.notice_once(
+                    Notice::ResponseModeOnKong,
+                    "mode \"response\" is not possible on Kong; using dispatch mode",
+                );
+                Execution::Dispatch
+            }
+            (Mode::Response, _) | (Mode::Auto, Host::Envoy) => Execution::Response,
+            _ => Execution::Dispatch,
+        };
+        let upstream = match &plan.upstream {
+            Some(u) => Some(u.clone()),
+            None => match self.host {
+                Host::Envoy => abi::property(&["xds", "cluster_name"])
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .map(|target| config::Upstream {
+                        target,
+                        scheme: Scheme::Http,
+                        explicit_scheme: false,
+                    }),
+                _ => abi::property(&["kong", "router", "service"])
+                    .and_then(|json| config::upstream_from_kong_service(&json)),
+            },
+        };
+        let Some(upstream) = upstream else {
+            self.shared.notice_once(
+                Notice::NoUpstream,
+                "no `upstream` configured and the host names none (Kong: kong.router.service, Kong 3.6+; Envoy: xds.cluster_name); requests go the native way without retries",
+            );
+            return None;
+        };
+        Some(Exchange::new(
+            plan,
+            execution,
+            Target {
+                upstream: upstream.target,
+                scheme: upstream.scheme,
+            },
+        ))
+    }
+
+    /// Kong dispatch mode: what the native proxy would send as path and Host, if the host
+    /// tells (`ngx.upstream_uri` applies the route's strip_path and the service's path).
+    fn kong_overrides(&self, target: &str) -> (Option<String>, Option<String>) {
+        if self.host == Host::Envoy {
+            return (None, None);
+        }
+        let text = |p: &[&str]| abi::property(p).and_then(|v| String::from_utf8(v).ok());
+        let path = text(&["ngx", "upstream_uri"]);
+        let host = text(&["ngx", "upstream_host"]).or_else(|| Some(authority_of(target)));
+        (path, host)
+    }
+
+    fn on_request_headers(&mut self) -> HostAction {
+        self.exchange = self.start_exchange();
+        let Some(target) = self.exchange.as_ref().map(|x| x.target().upstream.clone()) else {
+            return HostAction::Continue;
+        };
+        let headers = match abi::get_headers(abi::REQUEST_HEADERS) {
+            Ok(h) => h,
+            Err(s) => {
+                log::warn!(
+                    "kong_retry [{}]: cannot read request headers (status {}); not retrying",
+                    self.id,
+                    s.0
+                );
+                self.exchange = None;
+                return HostAction::Continue;
+            }
+        };
+        let (path, authority) = self.kong_overrides(&target);
+        let action = self.handle(Event::RequestHeaders {
+            headers,
+            path,
+            authority,
+        });
+        self.run(action, Phase::Request)
+    }
+
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        let Some(x) = self.exchange.as_ref() else {
+            return HostAction::Continue;
+        };
+        let max = x.max_body_bytes();
+        let read = if !end_of_stream || body_size > max {
+            BodyRead::Partial(body_size)
+        } else if body_size == 0 {
+            BodyRead::Complete(Vec::new())
+        } else {
+            match abi::get_buffer(abi::HTTP_REQUEST_BODY, 0, body_size) {
+                Ok(Some(b)) if b.len() == body_size => BodyRead::Complete(b),
+                _ => BodyRead::Unreadable,
+            }
+        };
+        let action = self.handle(Event::RequestBody(read));
+        self.run(action, Phase::Request)
+    }
+
+    fn on_response_headers(&mut self) -> HostAction {
+        let Some(x) = self.exchange.as_ref() else {
+            return HostAction::Continue;
+        };
+        if let Some(sent) = x.sent_response() {
+            if self.host == Host::Kong {
+                self.repair_kong_local_response_headers(
+                    &sent.headers.clone(),
+                    !sent.body.is_empty(),
+                );
+            }
+            return HostAction::Continue;
+        }
+        if x.awaits_native_response() {
+            let headers = abi::get_headers(abi::RESPONSE_HEADERS).unwrap_or_default();
+            let status = first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
+            let retry_after = first(&headers, "retry-after").map(str::to_string);
+            let action = self.handle(Event::UpstreamResponseHeaders {
+                status,
+                retry_after,
+            });
+            return self.run(action, Phase::ResponseHeaders);
+        }
+        self.label_native_response();
+        HostAction::Continue
+    }
+
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        if !self.body_fix_pending {
+            return HostAction::Continue;
+        }
+        if !end_of_stream {
+            return HostAction::Pause;
+        }
+        self.body_fix_pending = false;
+        if let Some(sent) = self.exchange.as_ref().and_then(Exchange::sent_response) {
+            if let Err(s) = abi::set_buffer(abi::HTTP_RESPONSE_BODY, 0, body_size, &sent.body) {
+                log::warn!(
+                    "kong_retry [{}]: cannot restore the response body (status {})",
+                    self.id,
+                    s.0
+                );
+            }
+        }
+        HostAction::Continue
+    }
+
+    /// Kong's local responses keep only the last value of a repeated header, and carry the
+    /// host's Content-Length for the body plus its appended "\n": put back every value and let
+    /// the body go chunked, to be restored in the body phase.
+    fn repair_kong_local_response_headers(&mut self, headers: &Headers, has_body: bool) {
+        let _ = abi::remove_header(abi::RESPONSE_HEADERS, "content-length");
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, _) in headers {
+            if seen.contains(&name.as_str()) {
+                continue;
+            }
+            seen.push(name);
+            let values: Vec<&[u8]> = headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            if values.len() < 2 {
+                continue;
+            }
+            let mut ok = abi::replace_header(abi::RESPONSE_HEADERS, name, values[0]).is_ok();
+            for v in &values[1..] {
+                ok &= abi::add_header(abi::RESPONSE_HEADERS, name, v).is_ok();
+            }
+            if !ok {
+                log::warn!(
+                    "kong_retry [{}]: cannot restore repeated header {name}",
+                    self.id
+                );
+            }
+        }
+        self.body_fix_pending = has_body;
+    }
+
+    /// Tells the client how many attempts a natively proxied response took.
+    fn label_native_response(&self) {
+        let Some(x) = self.exchange.as_ref() else {
+            return;
+        };
+        let attempts = x.attempts().max(1).to_string();
+        if abi::replace_header(
+            abi::RESPONSE_HEADERS,
+            x.attempts_header(),
+            attempts.as_bytes(),
+        )
+        .is_err()
+        {
+            log::debug!("kong_retry [{}]: cannot set the attempts header", self.id);
+        }
+    }
+
+    /// Answer to a dispatch (an attempt, or a Kong wait on the delay endpoint).
+    pub fn on_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize) {
+        let Some(purpose) = self.tokens.remove(&token) else {
+            log::warn!(
+                "kong_retry [{}]: answer for unknown dispatch {token} ignored",
+                self.id
+            );
+            return;
+        };
+        let action = match purpose {
+            Purpose::Delay { due_ms, ms } => {
+                if abi::now_ms().saturating_add(ms / 10) < due_ms {
+                    self.shared.notice_once(
+                        Notice::EarlyDelay,
+                        "the delay endpoint answered before the delay was over; check delay_endpoint (kong/delay-server.conf)",
+                    );
+                }
+                self.handle(Event::DelayElapsed)
+            }
+            Purpose::Attempt(n) => {
+                let response = read_call_response(body_size);
+                log::debug!(
+                    "kong_retry [{}]: attempt {n} -> {}",
+                    self.id,
+                    response.outcome.label()
+                );
+                self.handle(Event::AttemptResult(response))
+            }
+        };
+        self.run(action, Phase::Async);
+    }
+
+    /// An Envoy wait is over (the root acts for this request).
+    pub fn on_delay_elapsed(&mut self) {
+        let action = self.handle(Event::DelayElapsed);
+        self.run(action, Phase::Async);
+    }
+
+    /// Executes actions until one leaves the request waiting for the host.
+    fn run(&mut self, mut action: Option<Action>, phase: Phase) -> HostAction {
+        // Bounded: each loop turn is a refused dispatch or a skipped wait, and every one of
+        // those spends an attempt.
+        for _ in 0..64 {
+            let Some(a) = action.take() else {
+                return HostAction::Continue;
+            };
+            match a {
+                Action::PassThrough => return self.pass_through(phase),
+                Action::Pause => return HostAction::Pause,
+                Action::Dispatch(attempt) => match self.dispatch(&attempt) {
+                    Ok(()) => return HostAction::Pause,
+                    Err(()) => action = self.handle(Event::DispatchRefused),
+                },
+                Action::Wait { ms, next_attempt } => {
+                    if self.wait(ms, next_attempt) {
+                        return HostAction::Pause;
+                    }
+                    action = self.handle(Event::DelayElapsed);
+                }
+                Action::Respond(resp) => {
+                    log::debug!(
+                        "kong_retry [{}]: answering {} after {} attempt(s)",
+                        self.id,
+                        resp.status,
+                        self.exchange.as_ref().map_or(0, Exchange::attempts)
+                    );
+                    match abi::send_local_response(resp.status, &resp.headers, &resp.body) {
+                        Ok(()) => return HostAction::Pause,
+                        Err(s) => {
+                            log::error!(
+                                "kong_retry [{}]: cannot send the response (status {})",
+                                self.id,
+                                s.0
+                            );
+                            return self.pass_through(phase);
+                        }
+                    }
+                }
+            }
+        }
+        HostAction::Continue
+    }
+
+    fn pass_through(&mut self, phase: Phase) -> HostAction {
+        match phase {
+            Phase::Request => HostAction::Continue,
+            Phase::ResponseHeaders => {
+                self.label_native_response();
+                HostAction::Continue
+            }
+            Phase::Async => {
+                let response_mode = self
+                    .exchange
+                    .as_ref()
+                    .is_some_and(|x| x.execution() == Execution::Response);
+                let stream = if response_mode {
+                    self.label_native_response();
+                    abi::STREAM_RESPONSE
+                } else {
+                    abi::STREAM_REQUEST
+                };
+                if let Err(s) = abi::continue_stream(stream) {
+                    log::error!(
+                        "kong_retry [{}]: cannot resume the stream (status {})",
+                        self.id,
+                        s.0
+                    );
+                }
+                HostAction::Continue
+            }
+        }
+    }
+
+    fn dispatch(&mut self, attempt: &Attempt) -> Result<(), ()> {
+        let Some(x) = self.exchange.as_ref() else {
+            return Err(());
+        };
+        let headers = x.dispatch_headers(attempt.number);
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter_map(|(n, v)| std::str::from_utf8(v).ok().map(|v| (n.as_str(), v)))
+            .collect();
+        let body = x.dispatch_body();
+        let body = (!body.is_empty()).then_some(body);
+        let upstream = x.target().upstream.clone();
+        let result = proxy_wasm::hostcalls::dispatch_http_call(
+            &upstream,
+            pairs,
+            body,
+            Vec::new(),
+            Duration::from_millis(attempt.timeout_ms),
+        );
+        match result {
+            Ok(token) => {
+                self.track(token, Purpose::Attempt(attempt.number));
+                if let Some(reason) = attempt.reason {
+                    log::info!(
+                        "kong_retry [{}]: retry: attempt {} after {} (waited {} ms)",
+                        self.id,
+                        attempt.number,
+                        reason.label(),
+                        attempt.waited_ms
+                    );
+                }
+                Ok(())
+            }
+            Err(status) => {
+                log::warn!(
+                    "kong_retry [{}]: dispatch of attempt {} to {upstream} refused ({status:?})",
+                    self.id,
+                    attempt.number
+                );
+                Err(())
+            }
+        }
+    }
+
+    fn track(&mut self, token: u32, purpose: Purpose) {
+        self.tokens.insert(token, purpose);
+        if self.shared.acting_for_request.get() {
+            self.shared.note_root_token(token, self.id);
+        }
+    }
+
+    /// Starts a wait of `ms`; false when this host cannot wait (the retry then goes now).
+    fn wait(&mut self, ms: u64, next_attempt: u32) -> bool {
+        match self.host {
+            Host::Envoy => {
+                if self.shared.schedule(self.id, ms) {
+                    return true;
+                }
+                self.shared.notice_once(
+                    Notice::NoTimer,
+                    "the host refused a tick period; retries go without backoff",
+                );
+                false
+            }
+            Host::Kong | Host::Unknown => {
+                let endpoint = self
+                    .shared
+                    .plan
+                    .borrow()
+                    .as_ref()
+                    .and_then(|p| p.delay_endpoint.clone());
+                let Some(endpoint) = endpoint else {
+                    self.shared.notice_once(
+                        Notice::NoDelayEndpoint,
+                        "no `delay_endpoint` configured: Kong offers no per-request timer, so retries go immediately, without backoff",
+                    );
+                    return false;
+                };
+                let path = format!("{DELAY_PATH}?ms={ms}");
+                let headers = vec![
+                    (":method", "GET"),
+                    (":path", path.as_str()),
+                    (":authority", endpoint.as_str()),
+                    (":scheme", "http"),
+                ];
+                match proxy_wasm::hostcalls::dispatch_http_call(
+                    &endpoint,
+                    headers,
+                    None,
+                    Vec::new(),
+                    Duration::from_millis(ms.max(1)),
+                ) {
+                    Ok(token) => {
+                        let due_ms = abi::now_ms().saturating_add(ms);
+                        self.track(token, Purpose::Delay { due_ms, ms });
+                        log::debug!(
+                            "kong_retry [{}]: waiting {ms} ms before attempt {next_attempt}",
+                            self.id
+                        );
+                        true
+                    }
+                    Err(status) => {
+                        log::warn!(
+                            "kong_retry [{}]: delay endpoint {endpoint} refused ({status:?}); retrying now",
+                            self.id
+                        );
+                        false
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `host[:port]` → the Host header value (default ports dropped).
+fn authority_of(target: &str) -> String {
+    target
+        .strip_suffix(":80")
+        .or_else(|| target.strip_suffix(":443"))
+        .unwrap_or(target)
+        .to_string()
+}
+
+/// Reads a dispatch answer through raw host calls; anything unreadable is a failed attempt.
+fn read_call_response(body_size: usize) -> AttemptResponse {
+    let headers = abi::get_headers(abi::CALL_RESPONSE_HEADERS);
+    let (headers, headers_ok) = match headers {
+        Ok(h) => (h, true),
+        Err(_) => (Vec::new(), false),
+    };
+    let (body, body_ok) = if body_size == 0 {
+        (Vec::new(), true)
+    } else {
+        match abi::get_buffer(abi::HTTP_CALL_RESPONSE_BODY, 0, body_size) {
+            Ok(Some(b)) if b.len() == body_size => (b, true),
+            _ => (Vec::new(), false),
+        }
+    };
+    let outcome = Outcome::from_dispatch(
+        first(&headers, ":dispatch_status"),
+        first(&headers, ":status"),
+        headers_ok && body_ok,
+    );
+    AttemptResponse {
+        outcome,
+        headers,
+        body,
+    }
+}
+
+/// The SDK-facing http context: a thin shim over a shared `Driver`.
+pub struct HttpShim {
+    id: u32,
+    shared: Rc<Shared>,
+    driver: Rc<RefCell<Driver>>,
+}
+
+impl HttpShim {
+    /// A new request context.
+    pub fn new(id: u32, shared: Rc<Shared>) -> Self {
+        let driver = Rc::new(RefCell::new(Driver {
+            id,
+            shared: shared.clone(),
+            host: Host::Unknown,
+            exchange: None,
+            tokens: BTreeMap::new(),
+            body_fix_pending: false,
+        }));
+        shared.register(id, &driver);
+        HttpShim { id, shared, driver }
+    }
+
+    fn with<R>(&self, fallback: R, f: impl FnOnce(&mut Driver) -> R) -> R {
+        match self.driver.try_borrow_mut() {
+            Ok(mut d) => f(&mut d),
+            Err(_) => {
+                log::warn!("kong_retry [{}]: re-entrant callback ignored", self.id);
+                fallback
+            }
+        }
+    }
+}
+
+impl Drop for HttpShim {
+    fn drop(&mut self) {
+        self.shared.unregister(self.id);
+    }
+}
+
+impl Context for HttpShim {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.with((), |d| d.on_call_response(token_id, num_headers, body_size));
+    }
+}
+
+impl HttpContext for HttpShim {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+        // Kong always says end_of_stream = false: the exchange decides from the headers.
+        self.with(HostAction::Continue, Driver::on_request_headers)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        self.with(HostAction::Continue, |d| {
+            d.on_request_body(body_size, end_of_stream)
+        })
+    }
+
+    fn on_http_response_headers(
+        &mut self,
+        _num_headers: usize,
+        _end_of_stream: bool,
+    ) -> HostAction {
+        self.with(HostAction::Continue, Driver::on_response_headers)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        self.with(HostAction::Continue, |d| {
+            d.on_response_body(body_size, end_of_stream)
+        })
+    }
+}

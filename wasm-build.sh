@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds dist/kong_retry.wasm (Kong takes the filter name from the file name) and copies
+# kong/kong_retry.meta.json beside it. Shares target/wasm with the test host's builds.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+TARGET=wasm32-wasip1
+TARGET_DIR=target/wasm
+
+if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+    rustup target add "$TARGET"
+fi
+
+cargo build --release --target "$TARGET" --target-dir "$TARGET_DIR" -p kong-retry
+
+mkdir -p dist
+built="$TARGET_DIR/$TARGET/release/kong_retry.wasm"
+
+if ! command -v wasm-opt >/dev/null 2>&1; then
+    # Optional: a smaller, faster module. Never fail the build for it.
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        (apt-get install -y -qq binaryen >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq binaryen >/dev/null 2>&1; }) || true
+    fi
+fi
+
+if command -v wasm-opt >/dev/null 2>&1; then
+    wasm-opt -O --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+        --enable-mutable-globals "$built" -o dist/kong_retry.wasm
+else
+    echo "wasm-opt not found (Debian package binaryen); copying the unoptimised module" >&2
+    cp "$built" dist/kong_retry.wasm
+fi
+
+if [ -f kong/kong_retry.meta.json ]; then
+    cp kong/kong_retry.meta.json dist/kong_retry.meta.json
+fi
+
+size=$(wc -c < dist/kong_retry.wasm)
+echo "dist/kong_retry.wasm: $size bytes ($(( (size + 1023) / 1024 )) KiB)"
