@@ -1136,10 +1136,15 @@ impl Gateway {
                 if !unchanged(self) {
                     return;
                 }
+                let next = self.after_request_headers(rid);
                 if action == Some(1) && profile.pause_waits(Phase::RequestHeaders) {
-                    set(self, Stage::AwaitRequestHeaders);
+                    // Envoy: StopIteration holds the headers, not the body.
+                    if next == Stage::RequestBody && !profile.headers_pause_holds_body() {
+                        set(self, Stage::RequestBody);
+                    } else {
+                        set(self, Stage::AwaitRequestHeaders);
+                    }
                 } else {
-                    let next = self.after_request_headers(rid);
                     set(self, next);
                 }
             }
@@ -1187,7 +1192,13 @@ impl Gateway {
                     return;
                 }
                 if action == Some(1) && profile.pause_waits(Phase::ResponseHeaders) {
-                    set(self, Stage::AwaitResponseHeaders);
+                    // Envoy: StopIteration holds the headers, not the body; a
+                    // Continue from the body callback lets the response go on.
+                    if !empty && !profile.headers_pause_holds_body() {
+                        set(self, Stage::ResponseBody);
+                    } else {
+                        set(self, Stage::AwaitResponseHeaders);
+                    }
                 } else {
                     set(self, Stage::ResponseBody);
                 }

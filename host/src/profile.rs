@@ -117,6 +117,25 @@ impl Profile {
         }
     }
 
+    /// Whether a Pause in the headers of a direction also keeps that direction's
+    /// body from the filter until it resumes.
+    /// Kong (ngx_wasm_module src/http/proxy_wasm/ngx_http_proxy_wasm.c, `resume`):
+    /// a Pause in request headers makes the access phase return `NGX_AGAIN`; the
+    /// body is read in the content phase, after it, so `on_request_body` comes
+    /// only once the filter resumes. (A Pause in Kong's response headers does not
+    /// wait at all, see [`Profile::pause_waits`].)
+    /// Envoy (envoy/http/filter.h `FilterHeadersStatus::StopIteration`, to which
+    /// context.cc maps the SDK's Pause; filter_manager.cc `decodeData`/`encodeData`
+    /// skip only filters that stopped *all* iteration): the headers stop for the
+    /// following filters, but the body still reaches this filter, and a Continue
+    /// from its body callback resumes the stream, headers first.
+    pub fn headers_pause_holds_body(self) -> bool {
+        match self {
+            Profile::Kong => true,
+            Profile::Envoy => false,
+        }
+    }
+
     /// Kong, seen on the real host (BRIEF): `on_http_request_headers` always gets
     /// `end_of_stream = false`, even for a GET. Envoy: true when the request has
     /// no body (filter_manager.cc decodeHeaders end_stream).

@@ -11,6 +11,8 @@ fn dispatch_allowed_from_response_headers_and_local_response_replaces_response()
         Profile::Envoy,
         json!({
             "on_response_headers": [{"op": "dispatch", "upstream": "backend"}, {"op": "pause"}],
+            // The upstream's body still reaches the paused filter: it must hold it too.
+            "on_response_body": [{"op": "pause"}],
             "on_http_call_response": [{"op": "local_from_call", "headers": [["x-retried", "1"]]}]
         }),
     );
@@ -32,6 +34,80 @@ fn dispatch_allowed_from_response_headers_and_local_response_replaces_response()
     assert_eq!(ex.response.header("x-up"), None, "whole response replaced");
     assert_eq!(ex.response.source, Source::Local);
     assert!(!ex.response.framing_error);
+}
+
+#[test]
+fn pause_in_response_headers_still_delivers_the_body_and_continue_there_lets_it_go() {
+    // StopIteration holds the headers only; encodeData still reaches the filter and
+    // a Continue from it resumes the stream: the dispatch's answer comes too late.
+    let mut gw = gateway(
+        Profile::Envoy,
+        json!({
+            "on_response_headers": [{"op": "dispatch", "upstream": "backend"}, {"op": "pause"}],
+            "on_http_call_response": [{"op": "local_from_call"}]
+        }),
+    );
+    let ex = gw
+        .run(Request::new("GET", "/r"), |call| {
+            if call.is_dispatch() {
+                Reply::status(200).body("second").after_ms(5)
+            } else {
+                Reply::status(503).body("first")
+            }
+        })
+        .unwrap();
+    assert!(gw.log_contains("probe on_response_body ctx=2 size=5 eos=true"));
+    assert_eq!(ex.response.status, 503);
+    assert_eq!(ex.response.body, b"first");
+    // Without a body there is no body callback: the pause waits for the answer.
+    let ex = gw
+        .run(Request::new("GET", "/r"), |call| {
+            if call.is_dispatch() {
+                Reply::status(200).body("second").after_ms(5)
+            } else {
+                Reply::status(503)
+            }
+        })
+        .unwrap();
+    assert_eq!(ex.response.status, 200);
+    assert_eq!(ex.response.body, b"second");
+}
+
+#[test]
+fn pause_in_request_headers_still_delivers_the_body() {
+    // Continue from the body callback: headers and body go upstream at once.
+    let mut gw = gateway(
+        Profile::Envoy,
+        json!({"on_request_headers": [{"op": "pause"}]}),
+    );
+    let ex = gw
+        .run(Request::new("POST", "/p").body("abc"), |_| {
+            Reply::status(201)
+        })
+        .unwrap();
+    assert!(gw.log_contains("probe on_request_body ctx=2 size=3 eos=true"));
+    assert_eq!(ex.response.status, 201);
+    assert_eq!(ex.calls.len(), 1);
+    assert_eq!(ex.calls[0].body, b"abc");
+
+    // Pause in both: the request waits until the filter resumes it.
+    let mut gw = gateway(
+        Profile::Envoy,
+        json!({
+            "on_request_headers": [{"op": "pause"}],
+            "on_request_body": [{"op": "dispatch", "upstream": "backend"}, {"op": "pause"}],
+            "on_http_call_response": [{"op": "resume"}]
+        }),
+    );
+    let ex = gw
+        .run(Request::new("POST", "/p").body("abc"), |call| {
+            Reply::status(if call.is_dispatch() { 200 } else { 201 }).after_ms(3)
+        })
+        .unwrap();
+    assert_eq!(ex.calls.len(), 2);
+    assert!(ex.calls[0].is_dispatch());
+    assert!(ex.calls[1].sent_at_ms >= 3, "proxied only after the resume");
+    assert_eq!(ex.response.status, 201);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 mod common;
 
 use common::*;
-use proxy_wasm_test_host::{Failure, Profile, Reply, Request, Source};
+use proxy_wasm_test_host::{Failure, HostError, Profile, Reply, Request, Source};
 use serde_json::json;
 
 fn ok(body: &str) -> Reply {
@@ -533,6 +533,37 @@ fn pause_in_request_headers_waits_until_resumed_from_dispatch_callback() {
     assert!(!pending[0].is_dispatch());
     gw.answer(pending[0].id, ok("up")).unwrap();
     assert_eq!(gw.response(rid).unwrap().body, b"up");
+}
+
+#[test]
+fn pause_in_request_headers_holds_the_body_until_resumed() {
+    // The body is read in the content phase, after the access phase where the
+    // pause waits: a filter that pauses in request headers to wait for the body
+    // waits forever.
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({"on_request_headers": [{"op": "pause"}]}),
+    );
+    let err = gw
+        .run(Request::new("POST", "/p").body("abc"), |_| ok("up"))
+        .unwrap_err();
+    assert!(matches!(err, HostError::Stuck { .. }), "{err}");
+    assert!(!gw.log_contains("probe on_request_body"));
+
+    // Resumed from a dispatch callback: then the body comes, then the forward.
+    let mut gw = gateway(
+        Profile::Kong,
+        json!({
+            "on_request_headers": [{"op": "dispatch"}, {"op": "pause"}],
+            "on_http_call_response": [{"op": "resume"}]
+        }),
+    );
+    let ex = gw
+        .run(Request::new("POST", "/p").body("abc"), |_| ok("d"))
+        .unwrap();
+    assert!(gw.log_contains("probe on_request_body ctx=2 size=3 eos=true"));
+    assert_eq!(ex.calls.len(), 2);
+    assert_eq!(ex.calls[1].body, b"abc");
 }
 
 #[test]
