@@ -9,6 +9,7 @@ pub mod budget;
 pub mod config;
 pub mod exchange;
 pub mod header_map;
+pub mod maintenance;
 pub mod outcome;
 pub mod policy;
 pub mod request_copy;
