@@ -12,6 +12,7 @@ pub mod header_map;
 pub mod maintenance;
 pub mod outcome;
 pub mod policy;
+pub mod protection;
 pub mod request_copy;
 pub mod retry_after;
 pub mod store;
