@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Builds dist/kong_retry.wasm (Kong takes the filter name from the file name) and copies
-# kong/kong_retry.meta.json beside it. Shares target/wasm with the test host's builds.
+# kong/kong_retry.meta.json beside it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 TARGET=wasm32-wasip1
-TARGET_DIR=target/wasm
+# The same directory as the test host's build::filter_wasm(), so builds are shared.
+TARGET_DIR=target/wasm/filter
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
 fi
 
-cargo build --release --target "$TARGET" --target-dir "$TARGET_DIR" -p kong-retry
+cargo build --release --target "$TARGET" --target-dir "$TARGET_DIR" -p kong-retry --lib
 
 mkdir -p dist
 built="$TARGET_DIR/$TARGET/release/kong_retry.wasm"

@@ -116,6 +116,9 @@ pub enum Action {
     PassThrough,
     /// Hold the request: the body is still coming, or an attempt's answer is.
     Pause,
+    /// The body is needed before attempt 1: let it come without forwarding anything
+    /// (Kong: Continue, the body callback follows; Envoy: Pause, which buffers it).
+    ReadBody,
     /// Send this attempt, then hold; its answer comes back as `AttemptResult`.
     Dispatch(Attempt),
     /// Wait this long without holding a worker, then feed `DelayElapsed`.
@@ -193,7 +196,7 @@ pub struct Exchange {
     last: Option<Last>,
     last_failure: Option<Failure>,
     last_outcome: Option<Outcome>,
-    pending_wait_ms: u64,
+    wait_started_ms: u64,
     final_response: Option<FinalResponse>,
 }
 
@@ -214,7 +217,7 @@ impl Exchange {
             last: None,
             last_failure: None,
             last_outcome: None,
-            pending_wait_ms: 0,
+            wait_started_ms: 0,
             final_response: None,
         }
     }
@@ -243,6 +246,11 @@ impl Exchange {
             State::Done(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// Is a retry in flight or waiting (response mode: the native response must be held)?
+    pub fn retrying(&self) -> bool {
+        matches!(self.state, State::InFlight(_) | State::Waiting(_))
     }
 
     /// Is a response-mode native attempt waiting for its response headers?
@@ -355,7 +363,7 @@ impl Exchange {
             BodyExpectation::None => self.body_complete(),
             BodyExpectation::Length(_) | BodyExpectation::Unknown => {
                 self.state = State::AwaitingBody;
-                Action::Pause
+                Action::ReadBody
             }
         }
     }
@@ -469,14 +477,15 @@ impl Exchange {
         let State::Waiting(next) = self.state else {
             return Action::Pause;
         };
-        let Some(timeout_ms) = self.time_for_attempt(env.now_ms(), 0) else {
+        let now = env.now_ms();
+        let Some(timeout_ms) = self.time_for_attempt(now, 0) else {
             return self.finish(StopReason::Deadline);
         };
         self.start(Attempt {
             number: next,
             timeout_ms,
             reason: self.last_outcome,
-            waited_ms: self.pending_wait_ms,
+            waited_ms: now.saturating_sub(self.wait_started_ms),
         })
     }
 
@@ -525,7 +534,6 @@ impl Exchange {
             return self.finish(StopReason::Budget);
         }
         if delay == 0 {
-            self.pending_wait_ms = 0;
             return self.start(Attempt {
                 number: n + 1,
                 timeout_ms,
@@ -533,7 +541,7 @@ impl Exchange {
                 waited_ms: 0,
             });
         }
-        self.pending_wait_ms = delay;
+        self.wait_started_ms = now;
         self.state = State::Waiting(n + 1);
         Action::Wait {
             ms: delay,
@@ -780,7 +788,7 @@ mod tests {
             ),
             &mut e,
         );
-        assert_eq!(a, Action::Pause);
+        assert_eq!(a, Action::ReadBody);
         assert_eq!(
             x.handle(Event::RequestBody(BodyRead::Partial(2)), &mut e),
             Action::Pause
@@ -811,7 +819,7 @@ mod tests {
         let mut x = exchange(r#"{"max_body_bytes":10}"#, Execution::Dispatch);
         assert_eq!(
             x.handle(request("PUT", &[("transfer-encoding", "chunked")]), &mut e),
-            Action::Pause
+            Action::ReadBody
         );
         assert_eq!(
             x.handle(Event::RequestBody(BodyRead::Partial(11)), &mut e),
@@ -989,7 +997,7 @@ mod tests {
         let mut x = exchange("{}", Execution::Response);
         assert_eq!(
             x.handle(request("PUT", &[("content-length", "2")]), &mut e),
-            Action::Pause
+            Action::ReadBody
         );
         assert_eq!(
             x.handle(

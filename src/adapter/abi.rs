@@ -52,6 +52,13 @@ extern "C" {
         data_size: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
     fn proxy_add_header_map_value(
         map: u32,
         key: *const u8,
@@ -168,6 +175,20 @@ pub fn get_headers(map: u32) -> Result<Headers, HostStatus> {
             Some(bytes) => header_map::decode(&bytes).ok_or(HostStatus(u32::MAX)),
         },
         NOT_FOUND => Ok(Vec::new()),
+        s => Err(HostStatus(s)),
+    }
+}
+
+/// One header's value looked up by name (Kong answers `:dispatch_status` only this way).
+pub fn get_header(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostStatus> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: valid pointers.
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    match status {
+        OK => Ok(owned(data, size)),
+        NOT_FOUND => Ok(None),
         s => Err(HostStatus(s)),
     }
 }

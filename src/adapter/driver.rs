@@ -7,7 +7,7 @@ use crate::exchange::{
     Action, Attempt, AttemptResponse, BodyRead, Env, Event, Exchange, Execution, Target,
 };
 use crate::header_map::{first, Headers};
-use crate::outcome::Outcome;
+use crate::outcome::{Failure, Outcome};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 use std::cell::RefCell;
@@ -21,12 +21,14 @@ const DELAY_PATH: &str = "/kong-retry/delay";
 /// What a dispatch token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
-    Attempt(u32),
-    /// A Kong wait on the delay endpoint that should end at `due_ms`.
-    Delay {
-        due_ms: u64,
-        ms: u64,
+    /// Attempt `number`, sent at `sent_ms` with this dispatch timeout.
+    Attempt {
+        number: u32,
+        sent_ms: u64,
+        timeout_ms: u64,
     },
+    /// A Kong wait on the delay endpoint that should end at `due_ms`.
+    Delay { due_ms: u64, ms: u64 },
 }
 
 /// Where an action is executed, which decides how "go on" is said to the host.
@@ -202,6 +204,11 @@ impl Driver {
     }
 
     fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        // Response mode: the native response is held while a retry runs (Envoy delivers its
+        // body even though the headers were paused).
+        if self.exchange.as_ref().is_some_and(Exchange::retrying) {
+            return HostAction::Pause;
+        }
         if !self.body_fix_pending {
             return HostAction::Continue;
         }
@@ -290,8 +297,19 @@ impl Driver {
                 }
                 self.handle(Event::DelayElapsed)
             }
-            Purpose::Attempt(n) => {
-                let response = read_call_response(body_size);
+            Purpose::Attempt {
+                number: n,
+                sent_ms,
+                timeout_ms,
+            } => {
+                let mut response = read_call_response(body_size);
+                // Envoy reports every failed dispatch without a reason; one that ends when
+                // its timeout does is the timeout.
+                if response.outcome == Outcome::Failed(Failure::Unspecified)
+                    && abi::now_ms().saturating_sub(sent_ms) >= timeout_ms
+                {
+                    response.outcome = Outcome::Failed(Failure::Timeout);
+                }
                 log::debug!(
                     "kong_retry [{}]: attempt {n} -> {}",
                     self.id,
@@ -320,6 +338,14 @@ impl Driver {
             match a {
                 Action::PassThrough => return self.pass_through(phase),
                 Action::Pause => return HostAction::Pause,
+                // Kong reads the body after a Continue (a Pause would wait for nothing);
+                // Envoy must not forward the headers yet: its Pause buffers the body.
+                Action::ReadBody => {
+                    return match self.host {
+                        Host::Envoy => HostAction::Pause,
+                        Host::Kong | Host::Unknown => HostAction::Continue,
+                    }
+                }
                 Action::Dispatch(attempt) => match self.dispatch(&attempt) {
                     Ok(()) => return HostAction::Pause,
                     Err(()) => action = self.handle(Event::DispatchRefused),
@@ -405,7 +431,14 @@ impl Driver {
         );
         match result {
             Ok(token) => {
-                self.track(token, Purpose::Attempt(attempt.number));
+                self.track(
+                    token,
+                    Purpose::Attempt {
+                        number: attempt.number,
+                        sent_ms: abi::now_ms(),
+                        timeout_ms: attempt.timeout_ms,
+                    },
+                );
                 if let Some(reason) = attempt.reason {
                     log::info!(
                         "kong_retry [{}]: retry: attempt {} after {} (waited {} ms)",
@@ -522,8 +555,16 @@ fn read_call_response(body_size: usize) -> AttemptResponse {
             _ => (Vec::new(), false),
         }
     };
+    // Kong answers `:dispatch_status` by name only, not among the pairs.
+    let dispatch_status = match first(&headers, ":dispatch_status") {
+        Some(s) => Some(s.to_string()),
+        None => abi::get_header(abi::CALL_RESPONSE_HEADERS, ":dispatch_status")
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok()),
+    };
     let outcome = Outcome::from_dispatch(
-        first(&headers, ":dispatch_status"),
+        dispatch_status.as_deref(),
         first(&headers, ":status"),
         headers_ok && body_ok,
     );
