@@ -579,3 +579,49 @@ fn response_mode_on_kong_is_refused() {
     };
     assert!(logs.iter().any(|l| l.contains("`mode`")), "{logs:?}");
 }
+
+#[test]
+fn a_response_cut_off_mid_body_is_a_failed_attempt() {
+    // Kong reports :status and the announced size, then refuses the body (BadArgument):
+    // the SDK getter would panic and trap; the filter must retry instead.
+    for setup in [Setup::Kong, Setup::EnvoyDispatch] {
+        let mut gw = setup.gateway("");
+        let ex = gw
+            .run(
+                Request::new("GET", "/x"),
+                script(vec![
+                    Reply::truncated(200, 1000, b"partial".to_vec()),
+                    ok("whole"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(ex.response.status, 200, "{setup:?}");
+        assert_eq!(ex.response.body, b"whole", "{setup:?}");
+        assert_eq!(backend_calls(&ex).len(), 2, "{setup:?}");
+        assert_clean(setup, &gw);
+    }
+}
+
+#[test]
+fn requests_on_both_workers_keep_working_after_many_retries() {
+    for setup in SETUPS {
+        let mut gw = setup.gateway(r#""retries":1"#);
+        for i in 0..20 {
+            let replies = if i % 2 == 0 {
+                vec![Reply::status(502), ok("fine")]
+            } else {
+                vec![ok("fine")]
+            };
+            let ex = gw
+                .run_on(i, Request::new("GET", "/x"), script(replies))
+                .unwrap();
+            assert_eq!(ex.response.status, 200, "{setup:?} request {i}");
+        }
+        assert_eq!(
+            gw.instances_started(),
+            2,
+            "{setup:?}: no instance restarted"
+        );
+        assert_clean(setup, &gw);
+    }
+}
