@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p kong-retry --target wasm32-wasip1 --target-dir target/wasm -- -D warnings
+cargo clippy -p kong-retry --target wasm32-wasip1 --target-dir target/wasm/filter -- -D warnings
 
 echo "== Rust tests (native logic + real .wasm on the test host)"
 cargo test --workspace
