@@ -866,3 +866,56 @@ fn operator_guide_reference_is_generated_from_the_schema() {
          UPDATE_DOCS=1 cargo test --test config_schema"
     );
 }
+
+/// Log and error text the guide's troubleshooting table quotes; each must still be in the
+/// filter's source, or the guide describes messages nobody will see.
+const GUIDE_QUOTES: &[&str] = &[
+    "invalid config: `",
+    "did you mean `per_try_timeout` (ms, the timeout of each attempt) or `deadline` (ms, the overall time for all attempts)?",
+    "not possible on Kong (a filter cannot dispatch in the response phase); use \"dispatch\" or \"auto\"",
+    "not JSON (",
+    "cannot read the configuration (status ",
+    "host detected: ",
+    "; attempts run in ",
+    "configured: mode=",
+    "no `upstream` configured and the host names none (Kong: kong.router.service, Kong 3.6+; Envoy: xds.cluster_name); requests go the native way without retries",
+    "no `delay_endpoint` configured: Kong offers no per-request timer, so retries go immediately, without backoff",
+    "the delay endpoint answered before the delay was over; check delay_endpoint (kong/delay-server.conf)",
+    "; retrying now",
+    "dispatch of attempt ",
+    "retry: attempt ",
+    "upstream request failed: ",
+    "cannot read request headers (status ",
+    "); not retrying",
+    "cannot send the response (status ",
+    "cannot resume the stream (status ",
+];
+
+fn source_text(dir: &std::path::Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            source_text(&p, out);
+        } else if p.extension().and_then(|e| e.to_str()) == Some("rs") {
+            out.push_str(
+                &std::fs::read_to_string(&p)
+                    .unwrap_or_default()
+                    .replace("\\\"", "\""),
+            );
+        }
+    }
+}
+
+#[test]
+fn operator_guide_quotes_the_filters_real_messages() {
+    let guide = read(GUIDE);
+    let mut src = String::new();
+    source_text(&root().join("src"), &mut src);
+    for q in GUIDE_QUOTES {
+        assert!(guide.contains(q), "{GUIDE} no longer quotes {q:?}");
+        assert!(
+            src.contains(q),
+            "{GUIDE} quotes {q:?}, which is no longer in src/: update the troubleshooting table"
+        );
+    }
+}
