@@ -33,6 +33,13 @@ pub fn warnings(input: &Input) -> Vec<String> {
                         extra_instances + 1
                     ));
                 }
+                if !timing::waits_possible(plan, timing::Host::Kong) {
+                    out.push(format!(
+                        "route `{}` has no `delay_endpoint`: on Kong its retries go at once, without \
+                         backoff and without waiting for `Retry-After` (see kong/delay-server.conf).",
+                        r.name
+                    ));
+                }
                 for m in ["POST", "PATCH"] {
                     if plan.methods.iter().any(|x| x == m) {
                         out.push(format!(
@@ -42,6 +49,15 @@ pub fn warnings(input: &Input) -> Vec<String> {
                     }
                 }
             }
+        }
+    }
+    if let Input::FilterConfig(plan) = input {
+        if !timing::waits_possible(plan, timing::Host::Kong) {
+            out.push(
+                "no `delay_endpoint`: on Kong this config retries at once, without backoff and \
+                 without waiting for `Retry-After`; the notice assumes a host that can wait."
+                    .into(),
+            );
         }
     }
     out

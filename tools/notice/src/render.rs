@@ -4,7 +4,7 @@
 //! them. The Chinese text is written for Chinese readers, not translated sentence by sentence.
 
 use crate::source::{Coverage, Input, NoRetry, Route};
-use crate::timing::{timing, Timing};
+use crate::timing::{timing, Host, Timing};
 use kong_retry::config::{Backoff, BudgetConfig, BudgetScope, Mode, Plan};
 use std::fmt::Write as _;
 
@@ -53,7 +53,8 @@ pub struct Facts {
     pub attempts_header: String,
     pub max_body_bytes: usize,
     pub budget: BudgetConfig,
-    pub mode: Mode,
+    /// Envoy's response mode: the first attempt is the proxy's own, under its route timeout.
+    pub response_mode: bool,
 }
 
 /// `idempotency-key` -> `Idempotency-Key`.
@@ -71,8 +72,8 @@ pub fn header_case(lower: &str) -> String {
         .join("-")
 }
 
-/// Computes the facts for `plan` on a route matching `route_methods` (empty: all methods).
-pub fn facts(plan: &Plan, route_methods: &[String]) -> Facts {
+/// Computes the facts for `plan` on `host`, on a route matching `route_methods` (empty: all).
+pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
     let matches = |m: &str| {
         route_methods.is_empty() || route_methods.iter().any(|r| r.eq_ignore_ascii_case(m))
     };
@@ -86,7 +87,13 @@ pub fn facts(plan: &Plan, route_methods: &[String]) -> Facts {
         .filter(|m| matches(m) && plan.methods.iter().any(|p| p == *m))
         .map(|m| m.to_string())
         .collect();
-    let t = timing(plan);
+    let t = timing(plan, host);
+    // Exhaustive on purpose: a new mode (adaptive, issue 6) must be described before the
+    // notice compiles again.
+    let response_mode = match plan.mode {
+        Mode::Response => true,
+        Mode::Auto | Mode::Dispatch => false,
+    };
     let retry_after_statuses = if t.retry_after_cap_ms.is_some() {
         [429, 503]
             .into_iter()
@@ -111,7 +118,7 @@ pub fn facts(plan: &Plan, route_methods: &[String]) -> Facts {
         attempts_header: plan.attempts_header.clone(),
         max_body_bytes: plan.max_body_bytes,
         budget: plan.budget,
-        mode: plan.mode,
+        response_mode,
     }
 }
 
@@ -214,12 +221,12 @@ pub fn render(input: &Input, lang: Lang, window: Option<&str>) -> String {
     let mut sections: Vec<(Option<&Route>, Facts)> = Vec::new();
     let mut without: Vec<&Route> = Vec::new();
     match input {
-        Input::FilterConfig(plan) => sections.push((None, facts(plan, &[]))),
+        Input::FilterConfig(plan) => sections.push((None, facts(plan, &[], Host::Unknown))),
         Input::Kong(routes) => {
             for r in routes {
                 match &r.coverage {
                     Coverage::Retries { plan, .. } => {
-                        sections.push((Some(r), facts(plan, &r.methods)))
+                        sections.push((Some(r), facts(plan, &r.methods, Host::Kong)))
                     }
                     Coverage::None(_) => without.push(r),
                 }
@@ -297,6 +304,9 @@ mod en {
     }
 
     fn waits(f: &Facts) -> String {
+        if !f.timing.waits_possible {
+            return "retrying at once, without waiting between attempts".into();
+        }
         match f.backoff {
             Backoff::Fixed { interval_ms } => {
                 format!(
@@ -322,6 +332,22 @@ mod en {
                 )
             }
         }
+    }
+
+    /// "4 attempts of up to 2 s each plus waits of up to 15 s (`Retry-After` included)".
+    fn sum_parts(t: &Timing) -> String {
+        let mut s = format!(
+            "{} attempts of up to {} each",
+            t.attempts,
+            duration(t.per_try_timeout_ms, Lang::En)
+        );
+        if t.waits_ms > 0 {
+            let _ = write!(s, " plus waits of up to {}", duration(t.waits_ms, Lang::En));
+            if t.retry_after_cap_ms.is_some() {
+                s.push_str(" (`Retry-After` included)");
+            }
+        }
+        s
     }
 
     fn section(out: &mut String, f: &Facts) {
@@ -356,9 +382,14 @@ mod en {
                 } else {
                     String::new()
                 };
+                let action = if f.timing.waits_possible {
+                    "waits as asked, then retries"
+                } else {
+                    "does not wait: it retries at once"
+                };
                 let _ = writeln!(
                     out,
-                    "- **`Retry-After`:** on a {} response the gateway waits as asked, up to {}, then retries{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
+                    "- **`Retry-After`:** on a {} response asking for up to {}, the gateway {action}{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
                     s.join(" or "),
                     duration(f.retry_after_max_ms, Lang::En)
                 );
@@ -370,24 +401,18 @@ mod en {
         } else if t.capped_by_deadline {
             let _ = writeln!(
                 out,
-                "- **Longest a request can take at the gateway:** {}. {} attempts of up to {} each plus waits of up to {}{} could add up to {}, but the gateway's overall deadline of {} ends the request first.",
+                "- **Longest a request can take at the gateway:** {}. {} could add up to {}, but the gateway's overall deadline of {} ends the request first.",
                 duration(t.longest_ms, Lang::En),
-                t.attempts,
-                duration(t.per_try_timeout_ms, Lang::En),
-                duration(t.waits_ms, Lang::En),
-                if t.retry_after_cap_ms.is_some() { " (`Retry-After` included)" } else { "" },
+                sum_parts(t),
                 duration(t.sum_ms, Lang::En),
                 duration(t.deadline_ms, Lang::En)
             );
         } else {
             let _ = writeln!(
                 out,
-                "- **Longest a request can take at the gateway:** {}: {} attempts of up to {} each plus waits of up to {}{} (the overall deadline is {}).",
+                "- **Longest a request can take at the gateway:** {}: {} (the overall deadline is {}).",
                 duration(t.longest_ms, Lang::En),
-                t.attempts,
-                duration(t.per_try_timeout_ms, Lang::En),
-                duration(t.waits_ms, Lang::En),
-                if t.retry_after_cap_ms.is_some() { " (`Retry-After` included)" } else { "" },
+                sum_parts(t),
                 duration(t.deadline_ms, Lang::En)
             );
         }
@@ -403,7 +428,7 @@ mod en {
                 }
             );
         }
-        if f.mode == Mode::Response {
+        if f.response_mode {
             let _ = writeln!(
                 out,
                 "  (Response mode: the first attempt is bounded by the proxy's own route timeout, not by the per-attempt timeout above.)"
@@ -616,6 +641,9 @@ mod zh {
     }
 
     fn waits(f: &Facts) -> String {
+        if !f.timing.waits_possible {
+            return "两次尝试之间不等待，立即重试".into();
+        }
         match f.backoff {
             Backoff::Fixed { interval_ms } => {
                 format!("每次重试前固定等待 {}", duration(interval_ms, Lang::Zh))
@@ -634,6 +662,22 @@ mod zh {
                 }
             }
         }
+    }
+
+    /// "4 次尝试、每次最长 2 秒，加上最长 15 秒的等待（含 `Retry-After`）"。
+    fn sum_parts(t: &Timing) -> String {
+        let mut s = format!(
+            "{} 次尝试、每次最长 {}",
+            t.attempts,
+            duration(t.per_try_timeout_ms, Lang::Zh)
+        );
+        if t.waits_ms > 0 {
+            let _ = write!(s, "，加上最长 {}的等待", duration(t.waits_ms, Lang::Zh));
+            if t.retry_after_cap_ms.is_some() {
+                s.push_str("（含 `Retry-After`）");
+            }
+        }
+        s
     }
 
     fn section(out: &mut String, f: &Facts) {
@@ -663,9 +707,14 @@ mod zh {
                 } else {
                     String::new()
                 };
+                let action = if f.timing.waits_possible {
+                    "网关就等够再重试"
+                } else {
+                    "网关不会等待，而是立即重试"
+                };
                 let _ = writeln!(
                     out,
-                    "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {}，网关就等够再重试{deadline_note}；更长的会原样返回给你。",
+                    "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {}，{action}{deadline_note}；更长的会原样返回给你。",
                     s.join(" 或 "),
                     duration(f.retry_after_max_ms, Lang::Zh)
                 );
@@ -676,24 +725,18 @@ mod zh {
         } else if t.capped_by_deadline {
             let _ = writeln!(
                 out,
-                "- **单个请求在网关最长耗时：** {}。{} 次尝试、每次最长 {}，加上最长 {}的等待{}，合计可达 {}，但网关的总时限 {}会先结束这个请求。",
+                "- **单个请求在网关最长耗时：** {}。{}，合计可达 {}，但网关的总时限 {}会先结束这个请求。",
                 duration(t.longest_ms, Lang::Zh),
-                t.attempts,
-                duration(t.per_try_timeout_ms, Lang::Zh),
-                duration(t.waits_ms, Lang::Zh),
-                if t.retry_after_cap_ms.is_some() { "（含 `Retry-After`）" } else { "" },
+                sum_parts(t),
                 duration(t.sum_ms, Lang::Zh),
                 duration(t.deadline_ms, Lang::Zh)
             );
         } else {
             let _ = writeln!(
                 out,
-                "- **单个请求在网关最长耗时：** {}，即 {} 次尝试、每次最长 {}，加上最长 {}的等待{}（总时限为 {}）。",
+                "- **单个请求在网关最长耗时：** {}，即 {}（总时限为 {}）。",
                 duration(t.longest_ms, Lang::Zh),
-                t.attempts,
-                duration(t.per_try_timeout_ms, Lang::Zh),
-                duration(t.waits_ms, Lang::Zh),
-                if t.retry_after_cap_ms.is_some() { "（含 `Retry-After`）" } else { "" },
+                sum_parts(t),
                 duration(t.deadline_ms, Lang::Zh)
             );
         }
@@ -704,7 +747,7 @@ mod zh {
                 t.attempts_if_all_time_out
             );
         }
-        if f.mode == Mode::Response {
+        if f.response_mode {
             let _ = writeln!(
                 out,
                 "  （response 模式：第一次尝试受代理自身的路由超时约束，而不是上面的单次超时。）"
@@ -908,10 +951,15 @@ mod tests {
     #[test]
     fn methods_needing_a_key_follow_config_and_route() {
         let plan = Plan::default();
-        assert_eq!(facts(&plan, &[]).keyed_only_methods, vec!["POST", "PATCH"]);
-        assert!(facts(&plan, &["GET".into()]).keyed_only_methods.is_empty());
+        assert_eq!(
+            facts(&plan, &[], Host::Unknown).keyed_only_methods,
+            vec!["POST", "PATCH"]
+        );
+        assert!(facts(&plan, &["GET".into()], Host::Unknown)
+            .keyed_only_methods
+            .is_empty());
         let plan = kong_retry::config::parse(br#"{"methods":["GET","POST"]}"#).unwrap();
-        let f = facts(&plan, &[]);
+        let f = facts(&plan, &[], Host::Unknown);
         assert_eq!(f.unkeyed_unsafe_methods, vec!["POST"]);
         assert!(f.keyed_only_methods.contains(&"PATCH".to_string()));
         assert!(f.keyed_only_methods.contains(&"PUT".to_string()));

@@ -11,7 +11,7 @@
 //! filter as a plugin; for plugins the most specific enabled one wins (route, then service,
 //! then global).
 
-use kong_retry::config::{self, ConfigError, Plan};
+use kong_retry::config::{self, ConfigError, Mode, Plan};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -390,10 +390,23 @@ fn parse_config(route: &str, origin: &Origin, v: &Value) -> Result<Plan, SourceE
         Value::String(s) => config::parse(s.as_bytes()),
         other => config::parse_value(other),
     };
-    parsed.map_err(|error| SourceError::Config {
-        place: format!("route `{route}`, {}", origin_en(origin)),
+    let place = || format!("route `{route}`, {}", origin_en(origin));
+    let plan = parsed.map_err(|error| SourceError::Config {
+        place: place(),
         error,
-    })
+    })?;
+    // The filter refuses response mode on Kong (`on_configure` fails): no notice for it.
+    match plan.mode {
+        Mode::Response => Err(SourceError::Config {
+            place: place(),
+            error: ConfigError {
+                field: "mode".into(),
+                value: "\"response\"".into(),
+                allowed: "response mode is Envoy's; on Kong the filter refuses it, use \"auto\" or \"dispatch\"".into(),
+            },
+        }),
+        Mode::Auto | Mode::Dispatch => Ok(plan),
+    }
 }
 
 /// English description of an origin, for error messages and the notice.
@@ -665,6 +678,18 @@ services:
             "_format_version: '3.0'\nroutes:\n  - name: off\n    filter_chains:\n      - enabled: false\n        filters: [{name: kong_retry, config: {retries: 99}}]\n",
         );
         assert_eq!(r[0].coverage, Coverage::None(NoRetry::ChainDisabled(None)));
+    }
+
+    #[test]
+    fn response_mode_in_a_kong_yml_is_an_error() {
+        let e = load(
+            "_format_version: '3.0'\nroutes:\n  - name: r\n    filter_chains:\n      - filters: [{name: kong_retry, config: {mode: response}}]\n",
+            "kong_retry",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`mode`"), "{e}");
+        // A bare filter config may be Envoy's.
+        assert!(load(r#"{"mode":"response"}"#, "kong_retry").is_ok());
     }
 
     #[test]

@@ -11,14 +11,37 @@
 //! - The filter never starts an attempt that cannot finish before `deadline`, so a request
 //!   never takes longer than `deadline` at the gateway: the longest is
 //!   `min(deadline, sum of attempts and waits)`.
+//! - On Kong, waiting needs `delay_endpoint` (Kong offers a filter no per-request timer); without
+//!   it the filter retries at once, backoff and `Retry-After` included (src/adapter/driver.rs).
 
-use kong_retry::config::{Backoff, Plan};
+use kong_retry::config::{Backoff, Mode, Plan};
+
+/// Where a configuration runs, as far as the input tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// A kong.yml: Kong's rules apply.
+    Kong,
+    /// A bare filter config: Kong or Envoy.
+    Unknown,
+}
+
+/// Whether the filter can wait between attempts: everywhere except on Kong without a
+/// `delay_endpoint` (response mode is Envoy's, where the root context's tick waits).
+pub fn waits_possible(plan: &Plan, host: Host) -> bool {
+    let kong_like = match plan.mode {
+        Mode::Response => false,
+        Mode::Auto | Mode::Dispatch => true,
+    };
+    !(host == Host::Kong && kong_like && plan.delay_endpoint.is_none())
+}
 
 /// What a notice says about time for one filter configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timing {
     /// Attempts in total: the first plus `retries`.
     pub attempts: u32,
+    /// The filter can wait between attempts (see [`waits_possible`]); if not, waits are 0.
+    pub waits_possible: bool,
     /// `per_try_timeout`, ms.
     pub per_try_timeout_ms: u64,
     /// The longest wait before each retry from backoff alone, ms (index 0: before retry 1).
@@ -65,17 +88,22 @@ pub fn retry_after_applies(plan: &Plan) -> bool {
     plan.retry_after_max_ms > 0 && (plan.retry_on.status(429) || plan.retry_on.status(503))
 }
 
-/// Computes the notice's numbers for `plan`.
-pub fn timing(plan: &Plan) -> Timing {
+/// Computes the notice's numbers for `plan` running on `host`.
+pub fn timing(plan: &Plan, host: Host) -> Timing {
     let attempts = plan.retries.saturating_add(1);
+    let can_wait = waits_possible(plan, host);
     let backoff_ceilings_ms: Vec<u64> = (1..=plan.retries)
         .map(|n| backoff_ceiling_ms(&plan.backoff, n))
         .collect();
     let retry_after_cap_ms = retry_after_applies(plan).then_some(plan.retry_after_max_ms);
-    let waits_ms = backoff_ceilings_ms
-        .iter()
-        .map(|&b| b.max(retry_after_cap_ms.unwrap_or(0)))
-        .fold(0u64, u64::saturating_add);
+    let waits_ms = if can_wait {
+        backoff_ceilings_ms
+            .iter()
+            .map(|&b| b.max(retry_after_cap_ms.unwrap_or(0)))
+            .fold(0u64, u64::saturating_add)
+    } else {
+        0
+    };
     let sum_ms = plan
         .per_try_timeout_ms
         .saturating_mul(u64::from(attempts))
@@ -84,7 +112,11 @@ pub fn timing(plan: &Plan) -> Timing {
 
     // Attempt k (1-based) starts after k-1 timed-out attempts and k-1 shortest waits; it
     // starts only if it can finish by the deadline.
-    let floor = backoff_floor_ms(&plan.backoff);
+    let floor = if can_wait {
+        backoff_floor_ms(&plan.backoff)
+    } else {
+        0
+    };
     let mut fit = 0u32;
     for k in 1..=u64::from(attempts) {
         let end = plan
@@ -99,6 +131,7 @@ pub fn timing(plan: &Plan) -> Timing {
 
     Timing {
         attempts,
+        waits_possible: can_wait,
         per_try_timeout_ms: plan.per_try_timeout_ms,
         backoff_ceilings_ms,
         retry_after_cap_ms,
@@ -121,11 +154,15 @@ mod tests {
         parse(json.as_bytes()).unwrap()
     }
 
+    fn timing_any(plan: &Plan) -> Timing {
+        timing(plan, Host::Unknown)
+    }
+
     #[test]
     fn defaults() {
         // retries 2, per_try 2000, deadline 10000, exponential 25/250, retry_on gateway-error
         // (503 included) with retry_after_max 10000.
-        let t = timing(&Plan::default());
+        let t = timing_any(&Plan::default());
         assert_eq!(t.attempts, 3);
         assert_eq!(t.backoff_ceilings_ms, vec![25, 50]);
         assert_eq!(t.retry_after_cap_ms, Some(10_000));
@@ -139,7 +176,7 @@ mod tests {
     #[test]
     fn backoff_only_sum_below_deadline() {
         // 3 retries, no 429/503 in retry_on: waits 100 + 200 + 400, attempts 4 x 2000.
-        let t = timing(&plan(
+        let t = timing_any(&plan(
             r#"{"retries":3,"retry_on":"502,504,timeout","per_try_timeout":2000,
                 "deadline":10000,"backoff":{"base_interval":100,"max_interval":1000}}"#,
         ));
@@ -155,7 +192,7 @@ mod tests {
 
     #[test]
     fn exponential_ceiling_caps_at_max_interval() {
-        let t = timing(&plan(
+        let t = timing_any(&plan(
             r#"{"retries":6,"retry_on":"502","per_try_timeout":100,"deadline":60000,
                 "backoff":{"base_interval":100,"max_interval":1000}}"#,
         ));
@@ -169,7 +206,7 @@ mod tests {
     fn fixed_backoff_and_deadline_limit_attempts() {
         // 4 retries, fixed 5000: if every attempt times out, 2000 + 5000 + 2000 = 9000 fits in
         // 10000, a third attempt would end at 16000.
-        let t = timing(&plan(
+        let t = timing_any(&plan(
             r#"{"retries":4,"retry_on":"502","per_try_timeout":2000,"deadline":10000,
                 "backoff":{"strategy":"fixed","interval":5000}}"#,
         ));
@@ -185,7 +222,7 @@ mod tests {
     #[test]
     fn deadline_limits_timed_out_attempts_with_jitter() {
         // Full jitter may wait 0 ms: 10000 / 3000 -> 3 attempts fit.
-        let t = timing(&plan(
+        let t = timing_any(&plan(
             r#"{"retries":5,"per_try_timeout":3000,"deadline":10000,"retry_on":"timeout"}"#,
         ));
         assert_eq!(t.attempts, 6);
@@ -195,15 +232,15 @@ mod tests {
 
     #[test]
     fn retry_after_needs_429_or_503_and_a_cap() {
-        let t = timing(&plan(r#"{"retry_on":"429","retry_after_max":3000}"#));
+        let t = timing_any(&plan(r#"{"retry_on":"429","retry_after_max":3000}"#));
         assert_eq!(t.retry_after_cap_ms, Some(3_000));
         // 3 attempts x 2000 + 2 waits x max(backoff, 3000).
         assert_eq!(t.sum_ms, 12_000);
         assert_eq!(t.longest_ms, 10_000);
-        let t = timing(&plan(r#"{"retry_on":"503","retry_after_max":0}"#));
+        let t = timing_any(&plan(r#"{"retry_on":"503","retry_after_max":0}"#));
         assert_eq!(t.retry_after_cap_ms, None);
         assert_eq!(t.sum_ms, 6_000 + 25 + 50);
-        let t = timing(&plan(
+        let t = timing_any(&plan(
             r#"{"retry_on":"502,504,reset","retry_after_max":9000}"#,
         ));
         assert_eq!(t.retry_after_cap_ms, None);
@@ -211,7 +248,7 @@ mod tests {
 
     #[test]
     fn no_retries() {
-        let t = timing(&plan(
+        let t = timing_any(&plan(
             r#"{"retries":0,"per_try_timeout":1500,"deadline":1500}"#,
         ));
         assert_eq!(t.attempts, 1);
@@ -221,6 +258,33 @@ mod tests {
         assert_eq!(t.longest_ms, 1_500);
         assert!(!t.capped_by_deadline);
         assert_eq!(t.attempts_if_all_time_out, 1);
+    }
+
+    #[test]
+    fn kong_without_delay_endpoint_cannot_wait() {
+        // kong/kong.yml's numbers: 3 retries, 2 s per try, 10 s deadline, Retry-After <= 5 s.
+        let json = r#"{"retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":5000,
+            "backoff":{"base_interval":100,"max_interval":1000}}"#;
+        let without = timing(&plan(json), Host::Kong);
+        assert!(!without.waits_possible);
+        assert_eq!(without.waits_ms, 0);
+        assert_eq!(without.sum_ms, 8_000);
+        assert_eq!(without.longest_ms, 8_000);
+        assert!(!without.capped_by_deadline);
+        // The configured ceilings are still reported (the text says they are not used).
+        assert_eq!(without.backoff_ceilings_ms, vec![100, 200, 400]);
+
+        let with = r#"{"retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":5000,
+            "backoff":{"base_interval":100,"max_interval":1000},"delay_endpoint":"127.0.0.1:8555"}"#;
+        let t = timing(&plan(with), Host::Kong);
+        assert!(t.waits_possible);
+        assert_eq!(t.waits_ms, 15_000);
+        assert_eq!(t.sum_ms, 23_000);
+        assert_eq!(t.longest_ms, 10_000);
+        // Same config, host unknown: assume the waits happen (the upper bound).
+        assert_eq!(timing(&plan(json), Host::Unknown).waits_ms, 15_000);
+        // Response mode is Envoy's: its tick waits, whatever the input says.
+        assert!(waits_possible(&plan(r#"{"mode":"response"}"#), Host::Kong));
     }
 
     /// The ceilings quoted here are the ones the filter's own backoff can actually reach.

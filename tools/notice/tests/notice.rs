@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use kong_retry_notice::source::{Coverage, NoRetry, Origin};
-use kong_retry_notice::timing::timing;
+use kong_retry_notice::timing::{timing, Host};
 use kong_retry_notice::{load, render, Input, Lang, DEFAULT_FILTER_NAME};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,7 +59,7 @@ fn multi_route_fixture_numbers() {
     // capped by the 8 s deadline; if all time out only 2 fit (3 x 3 s > 8 s).
     let (p, origin) = plan(0);
     assert_eq!(origin, Origin::ServiceChain(Some("payments-retry".into())));
-    let t = timing(&p);
+    let t = timing(&p, Host::Kong);
     assert_eq!(
         (t.attempts, t.waits_ms, t.sum_ms, t.longest_ms),
         (3, 150, 9_150, 8_000)
@@ -68,16 +68,15 @@ fn multi_route_fixture_numbers() {
     assert_eq!(t.attempts_if_all_time_out, 2);
     assert_eq!(t.retry_after_cap_ms, None);
 
-    // catalog-read: top-level chain, string config. 503 is retried and `retry_after_max`
-    // keeps its 10 s default, so any wait may stretch to 10 s: 4 x 1 s + 3 x 10 s = 34 s,
-    // capped by the 3.5 s deadline; 3 timed-out attempts fit.
+    // catalog-read: top-level chain, string config, no delay_endpoint: on Kong no waits at
+    // all, so 4 x 1 s = 4 s, capped by the 3.5 s deadline; 3 timed-out attempts fit.
     let (p, origin) = plan(1);
     assert_eq!(
         origin,
         Origin::RouteChain(Some("catalog-read-retry".into()))
     );
-    let t = timing(&p);
-    assert_eq!(t.backoff_ceilings_ms, vec![25, 50, 100]);
+    let t = timing(&p, Host::Kong);
+    assert!(!t.waits_possible);
     assert_eq!(
         (
             t.attempts,
@@ -86,7 +85,15 @@ fn multi_route_fixture_numbers() {
             t.longest_ms,
             t.attempts_if_all_time_out
         ),
-        (4, 30_000, 34_000, 3_500, 3)
+        (4, 0, 4_000, 3_500, 3)
+    );
+    // The same config on a host that can wait: 503 is retried and `retry_after_max` keeps
+    // its 10 s default, so any wait may stretch to 10 s: 4 x 1 s + 3 x 10 s = 34 s.
+    let t = timing(&p, Host::Unknown);
+    assert_eq!(t.backoff_ceilings_ms, vec![25, 50, 100]);
+    assert_eq!(
+        (t.waits_ms, t.sum_ms, t.longest_ms),
+        (30_000, 34_000, 3_500)
     );
 
     assert_eq!(
@@ -102,7 +109,7 @@ fn multi_route_fixture_numbers() {
     // 2 x 2 s + max(25, 2000) = 6 s, within the 10 s default deadline.
     let (p, origin) = plan(4);
     assert_eq!(origin, Origin::RoutePlugin);
-    let t = timing(&p);
+    let t = timing(&p, Host::Kong);
     assert_eq!((t.attempts, t.sum_ms, t.longest_ms), (2, 6_000, 6_000));
     assert_eq!(t.retry_after_cap_ms, Some(2_000));
 
@@ -123,12 +130,13 @@ fn multi_route_fixture_notice_text() {
         "POST requests **without** an `Idempotency-Key` header",
         "requests with a body larger than 16 KiB",
         "## Route `catalog-read` — `/catalog`",
-        "**Longest a request can take at the gateway:** 3.5 s.",
+        "up to 3 retries after the first attempt (4 attempts in total), retrying at once, without waiting between attempts.",
+        "**Longest a request can take at the gateway:** 3.5 s. 4 attempts of up to 1 s each could add up to 4 s,",
         // A Retry-After the deadline leaves no room for ends the request instead.
-        "on a 503 response the gateway waits as asked, up to 10 s, then retries, provided the retry can still finish within the overall deadline of 3.5 s;",
+        "on a 503 response asking for up to 10 s, the gateway does not wait: it retries at once, provided the retry can still finish within the overall deadline of 3.5 s;",
         "## Route `catalog-search` — `/search` · `api.example.com`",
         "429, 500–599 responses",
-        "on a 429 or 503 response the gateway waits as asked, up to 2 s",
+        "on a 429 or 503 response asking for up to 2 s, the gateway waits as asked, then retries;",
         "**Longest a request can take at the gateway:** 6 s: 2 attempts of up to 2 s each plus waits of up to 2 s (`Retry-After` included)",
         "## Routes without gateway retries",
         "- `catalog-admin` — `/catalog/admin`: the retry filter chain `admin-retry` is switched off.",
@@ -165,7 +173,7 @@ fn filter_config_fixture_through_the_binary() {
         "## Routes that use this retry configuration",
         "up to 4 retries after the first attempt (5 attempts in total), waiting 1 s before each retry",
         "**Longest a request can take at the gateway:** 19.5 s: 5 attempts of up to 1.5 s each plus waits of up to 12 s (`Retry-After` included) (the overall deadline is 20 s).",
-        "on a 429 or 503 response the gateway waits as asked, up to 3 s",
+        "on a 429 or 503 response asking for up to 3 s, the gateway waits as asked, then retries;",
         "requests with a body larger than 1 MiB",
         "from a filter configuration, not from a route list",
     ] {
