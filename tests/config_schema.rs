@@ -884,6 +884,8 @@ const GUIDE_QUOTES: &[&str] = &[
     "; retrying now",
     "dispatch of attempt ",
     "retry: attempt ",
+    "answering ",
+    " attempt(s)",
     "upstream request failed: ",
     "cannot read request headers (status ",
     "); not retrying",
