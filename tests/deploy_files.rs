@@ -290,12 +290,22 @@ fn kong_conf_has_what_the_filter_needs() {
         "mount dist/ there"
     );
 
-    // The budget's shm_kv zone: the filter's keys start with `kong_retry/`.
-    let zone = nginx_size(get("nginx_wasm_shm_kv_kong_retry"));
-    assert!(
-        zone >= 1024 * 1024,
-        "the kong_retry shm_kv zone is {zone} bytes"
-    );
+    // The shm_kv zone: on Kong the first segment of a shared-data key names the zone, and
+    // the filter's keys (budget, protection) start with `kong_retry/`.
+    let zones: BTreeSet<&str> = [
+        kong_retry::budget::KEY_PREFIX,
+        kong_retry::protection::KEY_PREFIX,
+    ]
+    .iter()
+    .filter_map(|k| k.split('/').next())
+    .collect();
+    for zone_name in zones {
+        let zone = nginx_size(get(&format!("nginx_wasm_shm_kv_{zone_name}")));
+        assert!(
+            zone >= 1024 * 1024,
+            "the {zone_name} shm_kv zone is {zone} bytes"
+        );
+    }
 
     // A body the filter would copy must fit the buffer, or Kong spills it to a file the
     // filter cannot read.
