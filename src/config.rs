@@ -159,6 +159,24 @@ pub enum StoreUnavailable {
     Deny,
 }
 
+/// Where the budget lives, and whether the filter may touch shared data at all.
+///
+/// On Kong a shared-data call with no `shm_kv` zone behind it traps (the client gets a 500),
+/// so the filter calls shared data only when it believes a zone exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetStore {
+    /// Envoy: shared data always exists. Kong: look for the zone once per VM in the
+    /// read-only `kong.configuration.*` properties; none found means no store.
+    Auto,
+    /// The operator asserts that the zone exists: use shared data without looking.
+    Shm,
+    /// No store: `on_store_unavailable` decides every retry.
+    None,
+}
+
+/// Default `budget.zone`: the Kong `shm_kv` zone `kong/kong.conf` defines.
+pub const DEFAULT_BUDGET_ZONE: &str = "kong_retry";
+
 /// The retry budget's numbers (the budget module interprets them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetConfig {
@@ -171,6 +189,37 @@ pub struct BudgetConfig {
     pub window_ms: u64,
     pub scope: BudgetScope,
     pub on_store_unavailable: StoreUnavailable,
+}
+
+/// Where the budget is kept (`budget.zone`, `budget.store`): apart from [`BudgetConfig`]'s
+/// numbers because a zone name is text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetStoreConfig {
+    /// Kong `shm_kv` zone; keys are `<zone>/kong_retry/budget/<scope-id>`.
+    pub zone: String,
+    pub store: BudgetStore,
+}
+
+impl Default for BudgetStoreConfig {
+    fn default() -> Self {
+        BudgetStoreConfig {
+            zone: DEFAULT_BUDGET_ZONE.to_string(),
+            store: BudgetStore::Auto,
+        }
+    }
+}
+
+impl Plan {
+    /// The budget module's rules for this plan.
+    pub fn budget_rules(&self) -> crate::budget::BudgetRules {
+        crate::budget::BudgetRules {
+            enabled: self.budget.enabled,
+            percent: f64::from(self.budget.percent),
+            min_retries_per_second: self.budget.min_retries_per_second,
+            window_ms: self.budget.window_ms,
+            zone: Some(self.budget_store.zone.clone()),
+        }
+    }
 }
 
 impl Default for BudgetConfig {
@@ -209,6 +258,8 @@ pub struct Plan {
     /// 0: ignore `Retry-After`.
     pub retry_after_max_ms: u64,
     pub budget: BudgetConfig,
+    /// Where the budget is kept (from `budget.zone` and `budget.store`).
+    pub budget_store: BudgetStoreConfig,
     /// Kong: `host:port` of the loopback delay server.
     pub delay_endpoint: Option<String>,
 }
@@ -241,6 +292,7 @@ impl Default for Plan {
             },
             retry_after_max_ms: 10_000,
             budget: BudgetConfig::default(),
+            budget_store: BudgetStoreConfig::default(),
             delay_endpoint: None,
         }
     }
@@ -392,7 +444,7 @@ pub fn parse_value(value: &Value) -> Result<Plan, ConfigError> {
         plan.retry_after_max_ms = int_in("retry_after_max", v, 0, MAX_DURATION_MS, " (ms)")?;
     }
     if let Some(v) = obj.get("budget") {
-        plan.budget = parse_budget(v)?;
+        (plan.budget, plan.budget_store) = parse_budget(v)?;
     }
     if let Some(v) = obj.get("delay_endpoint") {
         plan.delay_endpoint = parse_delay_endpoint(v)?;
@@ -711,8 +763,8 @@ fn parse_backoff(v: &Value) -> Result<Backoff, ConfigError> {
     }
 }
 
-fn parse_budget(v: &Value) -> Result<BudgetConfig, ConfigError> {
-    const ALLOWED: &str = "an object with enabled, percent, min_retries_per_second, window (ms), scope (\"route\"|\"upstream\"), on_store_unavailable (\"allow\"|\"deny\")";
+fn parse_budget(v: &Value) -> Result<(BudgetConfig, BudgetStoreConfig), ConfigError> {
+    const ALLOWED: &str = "an object with enabled, percent, min_retries_per_second, window (ms), scope (\"route\"|\"upstream\"), on_store_unavailable (\"allow\"|\"deny\"), zone, store (\"auto\"|\"shm\"|\"none\")";
     let obj = object(
         "budget",
         v,
@@ -723,10 +775,13 @@ fn parse_budget(v: &Value) -> Result<BudgetConfig, ConfigError> {
             "window",
             "scope",
             "on_store_unavailable",
+            "zone",
+            "store",
         ],
         ALLOWED,
     )?;
     let mut b = BudgetConfig::default();
+    let mut at = BudgetStoreConfig::default();
     if let Some(e) = obj.get("enabled") {
         b.enabled = e
             .as_bool()
@@ -758,7 +813,28 @@ fn parse_budget(v: &Value) -> Result<BudgetConfig, ConfigError> {
             _ => return Err(ConfigError::new("budget.on_store_unavailable", s, A)),
         };
     }
-    Ok(b)
+    if let Some(z) = obj.get("zone") {
+        const A: &str = "an shm_kv zone name: 1 to 64 letters, digits, '_' or '-' (Kong: the <name> of nginx_wasm_shm_kv_<name>)";
+        let name = string("budget.zone", z, A)?;
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !ok {
+            return Err(ConfigError::new("budget.zone", z, A));
+        }
+        at.zone = name.to_string();
+    }
+    if let Some(s) = obj.get("store") {
+        const A: &str = "one of \"auto\" (Kong: use the zone if the configuration shows one; Envoy: always), \"shm\" (the zone exists, trust it), \"none\" (no store: on_store_unavailable applies)";
+        at.store = match string("budget.store", s, A)? {
+            "auto" => BudgetStore::Auto,
+            "shm" => BudgetStore::Shm,
+            "none" => BudgetStore::None,
+            _ => return Err(ConfigError::new("budget.store", s, A)),
+        };
+    }
+    Ok((b, at))
 }
 
 /// The upstream of a Kong route's service, from the `kong.router.service` property (JSON).
@@ -809,11 +885,12 @@ mod tests {
             "max_body_bytes":65536,"attempt_header":"X-Try","attempts_header":"X-Tries",
             "backoff":{"strategy":"fixed","interval":5000},"retry_after_max":3000,
             "budget":{"enabled":false,"percent":50,"min_retries_per_second":3,"window":5000,
-            "scope":"upstream","on_store_unavailable":"deny"},"delay_endpoint":"127.0.0.1:8555"}"#,
+            "scope":"upstream","on_store_unavailable":"deny","zone":"retry-state","store":"shm"},
+            "delay_endpoint":"127.0.0.1:8555"}"#,
         )
         .unwrap();
         assert_eq!(p.mode, Mode::Dispatch);
-        let up = p.upstream.unwrap();
+        let up = p.upstream.clone().unwrap();
         assert_eq!(up.target, "api.internal:8443");
         assert_eq!(up.scheme, Scheme::Https);
         assert_eq!(p.retries, 3);
@@ -832,6 +909,11 @@ mod tests {
         assert_eq!(p.budget.percent, 50);
         assert_eq!(p.budget.scope, BudgetScope::Upstream);
         assert_eq!(p.budget.on_store_unavailable, StoreUnavailable::Deny);
+        assert_eq!(p.budget_store.zone, "retry-state");
+        assert_eq!(p.budget_store.store, BudgetStore::Shm);
+        let rules = p.budget_rules();
+        assert_eq!(rules.zone.as_deref(), Some("retry-state"));
+        assert_eq!((rules.percent, rules.window_ms), (50.0, 5000));
         assert_eq!(p.delay_endpoint.as_deref(), Some("127.0.0.1:8555"));
     }
 
@@ -953,6 +1035,10 @@ mod tests {
             (r#"{"budget":{"enabled":"yes"}}"#, "budget.enabled"),
             (r#"{"budget":{"window":10}}"#, "budget.window"),
             (r#"{"budget":{"ttl":10}}"#, "budget.ttl"),
+            (r#"{"budget":{"zone":"a/b"}}"#, "budget.zone"),
+            (r#"{"budget":{"zone":""}}"#, "budget.zone"),
+            (r#"{"budget":{"zone":"*"}}"#, "budget.zone"),
+            (r#"{"budget":{"store":"memory"}}"#, "budget.store"),
             (r#"{"delay_endpoint":"127.0.0.1"}"#, "delay_endpoint"),
             (r#"{"num_retries":2}"#, "num_retries"),
             (r#"{"base_interval":2}"#, "base_interval"),

@@ -19,7 +19,11 @@ pub trait Env {
     fn now_ms(&self) -> u64;
     /// A random number for backoff jitter.
     fn random(&mut self) -> u64;
-    /// The retry budget: may retry `attempt` (2 = first retry) be spent? Issue 4 plugs in here.
+    /// The retry budget: counts this request, once, when it turns out retryable (it was
+    /// copied whole and attempt 1 is about to start). Requests that go natively never count.
+    fn record_request(&mut self) {}
+    /// The retry budget: may retry `attempt` (2 = first retry) be spent? Asked when the retry
+    /// is decided, before any backoff, so a retry waiting in backoff has already paid.
     fn allow_retry(&mut self, _attempt: u32) -> bool {
         true
     }
@@ -311,7 +315,7 @@ impl Exchange {
                 path,
                 authority,
             } => self.on_request_headers(headers, path, authority, env),
-            Event::RequestBody(read) => self.on_request_body(read),
+            Event::RequestBody(read) => self.on_request_body(read, env),
             Event::UpstreamResponseHeaders {
                 status,
                 retry_after,
@@ -360,7 +364,7 @@ impl Exchange {
             BodyExpectation::Length(n) if n > self.plan.max_body_bytes as u64 => {
                 self.native(NativeReason::BodyTooLarge)
             }
-            BodyExpectation::None => self.body_complete(),
+            BodyExpectation::None => self.body_complete(env),
             BodyExpectation::Length(_) | BodyExpectation::Unknown => {
                 self.state = State::AwaitingBody;
                 Action::ReadBody
@@ -368,7 +372,7 @@ impl Exchange {
         }
     }
 
-    fn on_request_body(&mut self, read: BodyRead) -> Action {
+    fn on_request_body(&mut self, read: BodyRead, env: &mut dyn Env) -> Action {
         match self.state {
             State::AwaitingBody => {}
             // Dispatched already (e.g. a body nobody announced): keep holding the request.
@@ -388,13 +392,15 @@ impl Exchange {
                 if let Some(c) = self.copy.as_mut() {
                     c.body = body;
                 }
-                self.body_complete()
+                self.body_complete(env)
             }
         }
     }
 
-    /// The request is copied whole: start attempt 1.
-    fn body_complete(&mut self) -> Action {
+    /// The request is copied whole: it may be retried, so it counts towards the budget;
+    /// start attempt 1.
+    fn body_complete(&mut self, env: &mut dyn Env) -> Action {
+        env.record_request();
         match self.execution {
             Execution::Dispatch => {
                 let timeout_ms = self.plan.per_try_timeout_ms.min(self.plan.deadline_ms);
@@ -598,6 +604,10 @@ mod tests {
         now: u64,
         random: u64,
         budget: bool,
+        /// How often `record_request` was called.
+        recorded: u32,
+        /// The attempts `allow_retry` was asked about, in order.
+        asked: Vec<u32>,
     }
 
     impl Env for TestEnv {
@@ -607,7 +617,11 @@ mod tests {
         fn random(&mut self) -> u64 {
             self.random
         }
-        fn allow_retry(&mut self, _attempt: u32) -> bool {
+        fn record_request(&mut self) {
+            self.recorded += 1;
+        }
+        fn allow_retry(&mut self, attempt: u32) -> bool {
+            self.asked.push(attempt);
             self.budget
         }
     }
@@ -617,6 +631,8 @@ mod tests {
             now: 1_000_000,
             random: 0,
             budget: true,
+            recorded: 0,
+            asked: Vec::new(),
         }
     }
 
@@ -913,6 +929,152 @@ mod tests {
         let r = responded(x.handle(status(503, &[]), &mut e));
         assert_eq!(r.status, 503);
         assert_eq!(x.stop_reason(), Some(StopReason::Budget));
+    }
+
+    #[test]
+    fn only_requests_that_may_be_retried_count_towards_the_budget() {
+        // A GET without a body counts when attempt 1 starts, once.
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(status(503, &[]), &mut e);
+        x.handle(status(200, &[]), &mut e);
+        assert_eq!(e.recorded, 1);
+
+        // A body counts once it is copied whole, not when the headers announce it.
+        let mut e = env();
+        let mut x = exchange("{}", Execution::Dispatch);
+        x.handle(request("PUT", &[("content-length", "2")]), &mut e);
+        assert_eq!(e.recorded, 0);
+        x.handle(Event::RequestBody(BodyRead::Partial(1)), &mut e);
+        assert_eq!(e.recorded, 0);
+        x.handle(
+            Event::RequestBody(BodyRead::Complete(b"ab".to_vec())),
+            &mut e,
+        );
+        assert_eq!(e.recorded, 1);
+
+        // Response mode: the native first attempt may be retried, so it counts too.
+        let mut e = env();
+        let mut x = exchange("{}", Execution::Response);
+        x.handle(request("GET", &[]), &mut e);
+        assert_eq!(e.recorded, 1);
+
+        // Requests that go natively once never count.
+        let mut e = env();
+        for (json, req) in [
+            ("{}", request("POST", &[("content-length", "3")])),
+            (r#"{"retries":0}"#, request("GET", &[])),
+            (
+                r#"{"max_body_bytes":1}"#,
+                request("PUT", &[("content-length", "2")]),
+            ),
+        ] {
+            let mut x = exchange(json, Execution::Dispatch);
+            assert_eq!(x.handle(req, &mut e), Action::PassThrough, "{json}");
+        }
+        let mut x = exchange("{}", Execution::Dispatch);
+        x.handle(request("PUT", &[("content-length", "9000")]), &mut e);
+        x.handle(Event::RequestBody(BodyRead::Unreadable), &mut e);
+        assert_eq!(e.recorded, 0);
+    }
+
+    #[test]
+    fn the_budget_pays_for_a_retry_before_its_backoff() {
+        let mut e = env();
+        e.random = 20;
+        let mut x = exchange(r#"{"retries":2}"#, Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        let a = x.handle(status(503, &[]), &mut e);
+        assert!(matches!(a, Action::Wait { ms: 20, .. }), "{a:?}");
+        // Asked (and paid) when the retry was decided, not when it starts.
+        assert_eq!(e.asked, vec![2]);
+        e.now += 20;
+        x.handle(Event::DelayElapsed, &mut e);
+        assert_eq!(e.asked, vec![2]);
+
+        // A denied retry never waits.
+        let mut e = env();
+        e.random = 20;
+        e.budget = false;
+        let mut x = exchange("{}", Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        assert!(matches!(
+            x.handle(status(503, &[]), &mut e),
+            Action::Respond(_)
+        ));
+        assert_eq!(x.stop_reason(), Some(StopReason::Budget));
+    }
+
+    #[test]
+    fn retries_that_cannot_happen_cost_no_budget() {
+        // Past the deadline, or a Retry-After above the cap: the budget is not asked.
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"per_try_timeout":1000,"deadline":1500,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        e.now += 600;
+        responded(x.handle(status(503, &[]), &mut e));
+        assert_eq!(x.stop_reason(), Some(StopReason::Deadline));
+
+        let mut x = exchange(r#"{"retry_after_max":1000}"#, Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        responded(x.handle(status(429, &[("retry-after", "2")]), &mut e));
+        assert!(e.asked.is_empty(), "{:?}", e.asked);
+    }
+
+    #[test]
+    fn retry_after_date_form_and_the_larger_of_backoff_and_retry_after() {
+        // The test clock is 1_000_000 ms = 1970-01-01 00:16:40 UTC.
+        let mut e = env();
+        e.random = 250;
+        let mut x = exchange(
+            r#"{"retry_on":"429,503","retry_after_max":5000,"backoff":{"base_interval":250}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        let a = x.handle(
+            status(429, &[("retry-after", "Thu, 01 Jan 1970 00:16:43 GMT")]),
+            &mut e,
+        );
+        assert_eq!(
+            a,
+            Action::Wait {
+                ms: 3000,
+                next_attempt: 2
+            }
+        );
+        // Retry-After shorter than the backoff: the backoff wins.
+        let mut x = exchange(
+            r#"{"retry_on":"429,503","backoff":{"strategy":"fixed","interval":4000}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        assert_eq!(
+            x.handle(status(503, &[("retry-after", "1")]), &mut e),
+            Action::Wait {
+                ms: 4000,
+                next_attempt: 2
+            }
+        );
+        // A date in the past means "now".
+        let mut x = exchange(
+            r#"{"retry_on":"503","backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        assert_eq!(
+            dispatched(&x.handle(
+                status(503, &[("retry-after", "Thu, 01 Jan 1970 00:00:01 GMT")]),
+                &mut e
+            )),
+            2
+        );
     }
 
     #[test]
