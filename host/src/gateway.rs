@@ -88,6 +88,8 @@ pub(crate) struct Settings {
     pub clusters: Vec<String>,
     pub upstream: String,
     pub shared_data_zone: bool,
+    /// Kong: the name of the `shm_kv` zone (shown as `kong.configuration.nginx_wasm_shm_kv_<name>`).
+    pub shared_data_zone_name: String,
     pub body_buffer_size: usize,
     pub fuel_per_callback: u64,
     pub memory_limit_bytes: usize,
@@ -154,9 +156,17 @@ impl GatewayBuilder {
     }
 
     /// Kong: whether an `shm_kv` zone is configured (default true). Without
-    /// one, shared-data calls trap.
+    /// one, shared-data calls trap. With one, the Kong profile shows it to
+    /// filters as the property `kong.configuration.nginx_wasm_shm_kv_<name>`.
     pub fn shared_data_zone(mut self, on: bool) -> Self {
         self.settings.shared_data_zone = on;
+        self
+    }
+
+    /// Kong: the name of the configured `shm_kv` zone (default `kong_retry`),
+    /// i.e. which `kong.configuration.nginx_wasm_shm_kv_<name>` property exists.
+    pub fn shared_data_zone_name(mut self, name: &str) -> Self {
+        self.settings.shared_data_zone_name = name.to_string();
         self
     }
 
@@ -230,7 +240,10 @@ impl GatewayBuilder {
     /// Starts every worker: instantiate, `on_vm_start`, `on_configure`.
     pub fn build(self) -> Result<Gateway, HostError> {
         let mut settings = self.settings;
-        let mut props = default_properties(settings.profile, &settings.upstream);
+        let zone = settings
+            .shared_data_zone
+            .then_some(settings.shared_data_zone_name.as_str());
+        let mut props = default_properties(settings.profile, &settings.upstream, zone);
         props.append(&mut settings.properties);
         settings.properties = props;
         let settings = Arc::new(settings);
@@ -272,8 +285,15 @@ impl GatewayBuilder {
 /// Properties each profile provides. Kong (BRIEF): `kong.route_id`,
 /// `kong.service_id` (3.4+), `kong.router.route`/`kong.router.service`
 /// (3.6+), `kong.route_name`/`kong.service_name` (3.9+), nginx variables as
-/// `ngx.<var>`. Envoy: `plugin_name`, `plugin_root_id`, `plugin_vm_id`.
-fn default_properties(profile: Profile, upstream: &str) -> Vec<(Vec<String>, Option<Vec<u8>>)> {
+/// `ngx.<var>`; the read-only `kong.configuration.<key>` namespace
+/// (kong/runloop/wasm.lua) shows kong.conf, here only the `shm_kv` zone
+/// (`nginx_wasm_shm_kv_<zone>`, the dynamic key that defines it). Envoy:
+/// `plugin_name`, `plugin_root_id`, `plugin_vm_id`.
+fn default_properties(
+    profile: Profile,
+    upstream: &str,
+    zone: Option<&str>,
+) -> Vec<(Vec<String>, Option<Vec<u8>>)> {
     let p = |path: &[&str], v: &str| {
         (
             path.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -304,7 +324,7 @@ fn default_properties(profile: Profile, upstream: &str) -> Vec<(Vec<String>, Opt
                 "paths": ["/"],
                 "service": {"id": "5f1c2bcd-0000-4000-8000-000000000002"},
             });
-            vec![
+            let mut props = vec![
                 p(&["ngx", "hostname"], "kong-test-host"),
                 p(
                     &["kong", "route_id"],
@@ -318,7 +338,12 @@ fn default_properties(profile: Profile, upstream: &str) -> Vec<(Vec<String>, Opt
                 p(&["kong", "service_name"], "test-service"),
                 p(&["kong", "router", "route"], &route.to_string()),
                 p(&["kong", "router", "service"], &service.to_string()),
-            ]
+            ];
+            if let Some(zone) = zone {
+                let key = format!("nginx_wasm_shm_kv_{zone}");
+                props.push(p(&["kong", "configuration", &key], "4m"));
+            }
+            props
         }
         Profile::Envoy => vec![
             p(&["plugin_name"], "filter"),
@@ -425,6 +450,7 @@ impl Gateway {
                 clusters: Vec::new(),
                 upstream: "127.0.0.1:8080".to_string(),
                 shared_data_zone: true,
+                shared_data_zone_name: "kong_retry".to_string(),
                 body_buffer_size: 8192,
                 fuel_per_callback: 200_000_000,
                 memory_limit_bytes: 256 << 20,

@@ -2,7 +2,7 @@
 mod common;
 
 use common::*;
-use proxy_wasm_test_host::{Failure, HostError, Profile, Reply, Request, Source};
+use proxy_wasm_test_host::{Failure, Gateway, HostError, Profile, Reply, Request, Source};
 use serde_json::json;
 
 fn ok(body: &str) -> Reply {
@@ -382,6 +382,54 @@ fn shared_data_without_zone_traps_and_client_gets_500() {
     assert!(gw.traps()[0]
         .message
         .contains("could not resolve namespace"));
+}
+
+#[test]
+fn the_shm_kv_zone_shows_in_kong_configuration_only_when_configured() {
+    let script = json!({"on_request_headers": [
+        {"op": "get_property", "path": ["kong", "configuration", "nginx_wasm_shm_kv_kong_retry"]},
+        {"op": "get_property", "path": ["kong", "configuration", "nginx_wasm_shm_kv_other"]}
+    ]});
+    let props = |gw: &Gateway| -> Vec<String> {
+        messages(gw)
+            .into_iter()
+            .filter(|m| m.starts_with("probe property"))
+            .collect()
+    };
+    // Default: a zone named kong_retry; another name is not found (no trap).
+    let mut gw = gateway(Profile::Kong, script.clone());
+    let _ = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
+    assert_eq!(
+        props(&gw),
+        vec![
+            "probe property kong.configuration.nginx_wasm_shm_kv_kong_retry: Ok(Some(\"4m\"))",
+            "probe property kong.configuration.nginx_wasm_shm_kv_other: Ok(None)",
+        ]
+    );
+    // A zone by another name.
+    let mut gw = builder(Profile::Kong, script.clone())
+        .shared_data_zone_name("other")
+        .build()
+        .unwrap();
+    let _ = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
+    assert!(props(&gw)[0].ends_with("Ok(None)"), "{:?}", props(&gw));
+    assert!(
+        props(&gw)[1].ends_with("Ok(Some(\"4m\"))"),
+        "{:?}",
+        props(&gw)
+    );
+    // No zone: neither property, and reading them does not trap.
+    let mut gw = builder(Profile::Kong, script)
+        .shared_data_zone(false)
+        .build()
+        .unwrap();
+    let ex = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
+    assert!(!ex.response.trapped);
+    assert!(
+        props(&gw).iter().all(|p| p.ends_with("Ok(None)")),
+        "{:?}",
+        props(&gw)
+    );
 }
 
 #[test]
