@@ -10,6 +10,7 @@ pub mod config;
 pub mod exchange;
 pub mod header_map;
 pub mod maintenance;
+pub mod metrics;
 pub mod outcome;
 pub mod policy;
 pub mod protection;

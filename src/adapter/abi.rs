@@ -15,6 +15,8 @@ pub struct HostStatus(pub u32);
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+/// `proxy_set_shared_data`: the cas did not match (another writer was first).
+pub const CAS_MISMATCH: u32 = 8;
 
 /// `proxy_get_buffer_bytes` buffer kinds.
 pub const HTTP_REQUEST_BODY: u32 = 0;
@@ -93,6 +95,22 @@ extern "C" {
     ) -> u32;
     fn proxy_continue_stream(stream: u32) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+        ret_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
 }
 
 fn check(status: u32) -> Result<(), HostStatus> {
@@ -276,4 +294,43 @@ pub fn continue_stream(stream: u32) -> Result<(), HostStatus> {
 pub fn set_effective_context(context_id: u32) -> Result<(), HostStatus> {
     // SAFETY: plain value call.
     check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// A shared-data value and its cas; `Ok(None)` when the key does not exist.
+///
+/// On Kong this traps when no `shm_kv` zone resolves the key: callers must know a zone exists.
+pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostStatus> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    // SAFETY: valid pointers.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        OK => Ok(Some((owned(data, size).unwrap_or_default(), cas))),
+        NOT_FOUND => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
+/// Writes a shared-data value if `cas` still matches (see `crate::store` for `cas = 0`).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostStatus> {
+    // SAFETY: pointers and lengths describe live slices.
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Defines a counter (kind 0) and returns its id; defining a name again returns the same id.
+pub fn define_counter(name: &str) -> Result<u32, HostStatus> {
+    let mut id = 0u32;
+    // SAFETY: pointer and length describe a live &str; `id` is a valid out-pointer.
+    check(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Adds `by` to a counter.
+pub fn increment_metric(id: u32, by: i64) -> Result<(), HostStatus> {
+    // SAFETY: plain value call.
+    check(unsafe { proxy_increment_metric(id, by) })
 }

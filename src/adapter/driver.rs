@@ -2,11 +2,12 @@
 
 use super::abi;
 use super::root::{Host, Notice, Shared};
-use crate::config::{self, Mode, Scheme};
+use crate::config::{self, BudgetScope, Mode, Scheme};
 use crate::exchange::{
     Action, Attempt, AttemptResponse, BodyRead, Env, Event, Exchange, Execution, Target,
 };
 use crate::header_map::{first, Headers};
+use crate::metrics::{self, Counter};
 use crate::outcome::{Failure, Outcome};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
@@ -51,10 +52,17 @@ pub struct Driver {
     tokens: BTreeMap<u32, Purpose>,
     /// Kong: the local response's body must be put back byte-exact in the body phase.
     body_fix_pending: bool,
+    /// Which retry budget this request spends from (a route id or the upstream).
+    scope: String,
+    /// The request's end was counted in the metrics.
+    counted: bool,
 }
 
 struct HostEnv<'a> {
     shared: &'a Shared,
+    host: Host,
+    scope: &'a str,
+    context_id: u32,
 }
 
 impl Env for HostEnv<'_> {
@@ -64,13 +72,68 @@ impl Env for HostEnv<'_> {
     fn random(&mut self) -> u64 {
         self.shared.random()
     }
+    fn record_request(&mut self) {
+        if let Ok(mut budget) = self.shared.budget.try_borrow_mut() {
+            budget.record_request(self.host, self.scope, abi::now_ms(), self.context_id);
+        }
+    }
+    fn allow_retry(&mut self, attempt: u32) -> bool {
+        match self.shared.budget.try_borrow_mut() {
+            Ok(mut budget) => budget.allow_retry(
+                self.host,
+                self.scope,
+                abi::now_ms(),
+                self.context_id,
+                attempt,
+            ),
+            // Cannot happen (one thread, no callback inside a budget call); deny, the side
+            // that cannot amplify an outage.
+            Err(_) => false,
+        }
+    }
 }
 
 impl Driver {
     fn handle(&mut self, event: Event) -> Option<Action> {
         let shared = self.shared.clone();
-        let mut env = HostEnv { shared: &shared };
-        self.exchange.as_mut().map(|x| x.handle(event, &mut env))
+        let mut env = HostEnv {
+            shared: &shared,
+            host: self.host,
+            scope: &self.scope,
+            context_id: self.id,
+        };
+        let action = self.exchange.as_mut().map(|x| x.handle(event, &mut env));
+        self.count_end();
+        action
+    }
+
+    /// Counts how the request ended, once, as soon as it is over.
+    fn count_end(&mut self) {
+        let Some(x) = self.exchange.as_ref() else {
+            return;
+        };
+        if self.counted || !metrics::finished(x) {
+            return;
+        }
+        self.counted = true;
+        let mut m = self.shared.metrics.borrow_mut();
+        for c in metrics::on_finish(x) {
+            m.add(c);
+        }
+    }
+
+    /// The id of the request's route: Kong `kong.route_id`, Envoy `xds.route_name`.
+    fn route_id(&self) -> Option<String> {
+        let kong: &[&str] = &["kong", "route_id"];
+        let envoy: &[&str] = &["xds", "route_name"];
+        let paths = match self.host {
+            Host::Kong => vec![kong],
+            Host::Envoy => vec![envoy],
+            Host::Unknown => vec![kong, envoy],
+        };
+        paths
+            .into_iter()
+            .find_map(|p| abi::property(p).and_then(|v| String::from_utf8(v).ok()))
     }
 
     /// Resolves execution mode and target for this request; `None` leaves it alone.
@@ -109,6 +172,10 @@ impl Driver {
             );
             return None;
         };
+        self.scope = match plan.budget.scope {
+            BudgetScope::Upstream => upstream.target.clone(),
+            BudgetScope::Route => self.route_id().unwrap_or_else(|| upstream.target.clone()),
+        };
         Some(Exchange::new(
             plan,
             execution,
@@ -132,6 +199,9 @@ impl Driver {
     }
 
     fn on_request_headers(&mut self) -> HostAction {
+        if self.shared.plan.borrow().is_some() {
+            self.shared.metrics.borrow_mut().add(Counter::Requests);
+        }
         self.exchange = self.start_exchange();
         let Some(target) = self.exchange.as_ref().map(|x| x.target().upstream.clone()) else {
             return HostAction::Continue;
@@ -440,6 +510,7 @@ impl Driver {
                     },
                 );
                 if let Some(reason) = attempt.reason {
+                    self.shared.metrics.borrow_mut().add_retry(reason);
                     log::info!(
                         "kong_retry [{}]: retry: attempt {} after {} (waited {} ms)",
                         self.id,
@@ -592,6 +663,8 @@ impl HttpShim {
             exchange: None,
             tokens: BTreeMap::new(),
             body_fix_pending: false,
+            scope: String::new(),
+            counted: false,
         }));
         shared.register(id, &driver);
         HttpShim { id, shared, driver }

@@ -1,12 +1,17 @@
 //! The proxy-wasm adapter: the only code that talks to the host.
 //!
 //! `root` parses the plan and detects the host; `driver` turns one request's host callbacks
-//! into `exchange` events and executes the returned actions; `abi` makes the raw host calls.
+//! into `exchange` events and executes the returned actions; `budget` keeps the retry budget
+//! in shared data through `store`; `metrics` defines and counts the counters; `abi` makes the
+//! raw host calls.
 
 mod abi;
+mod budget;
 mod driver;
 mod logger;
+mod metrics;
 mod root;
+mod store;
 
 proxy_wasm::main! {{
     logger::install();

@@ -1,7 +1,9 @@
 //! The root context: parses the plan, detects the host, owns the timers of Envoy waits.
 
 use super::abi;
+use super::budget::VmBudget;
 use super::driver::{Driver, HttpShim};
+use super::metrics::Metrics;
 use crate::config::{self, Mode, Plan};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -59,6 +61,10 @@ pub struct Shared {
     root_tokens: RefCell<BTreeMap<u32, u32>>,
     /// True while the root context is running a callback for a request.
     pub acting_for_request: Cell<bool>,
+    /// The retry budget and whether this VM has a store for it.
+    pub budget: RefCell<VmBudget>,
+    /// This VM's counters.
+    pub metrics: RefCell<Metrics>,
 }
 
 impl Shared {
@@ -195,6 +201,8 @@ impl FilterRoot {
                 drivers: RefCell::new(BTreeMap::new()),
                 root_tokens: RefCell::new(BTreeMap::new()),
                 acting_for_request: Cell::new(false),
+                budget: RefCell::new(VmBudget::new(context_id)),
+                metrics: RefCell::new(Metrics::default()),
             }),
         }
     }
@@ -282,8 +290,11 @@ impl RootContext for FilterRoot {
                 .as_ref()
                 .map_or("(from the route)", |u| u.target.as_str())
         );
-        *self.shared.plan.borrow_mut() = Some(Rc::new(plan));
-        let _ = self.shared.host();
+        let plan = Rc::new(plan);
+        *self.shared.plan.borrow_mut() = Some(plan.clone());
+        let host = self.shared.host();
+        self.shared.metrics.borrow_mut().define();
+        self.shared.budget.borrow_mut().configure(&plan, host);
         true
     }
 
