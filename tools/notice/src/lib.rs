@@ -40,6 +40,15 @@ pub fn warnings(input: &Input) -> Vec<String> {
                         r.name
                     ));
                 }
+                if plan.budget.enabled
+                    && plan.budget_store.store == kong_retry::config::BudgetStore::None
+                {
+                    out.push(format!(
+                        "route `{}`: `budget.store` is \"none\": the budget is not kept anywhere and \
+                         `on_store_unavailable` decides every retry.",
+                        r.name
+                    ));
+                }
                 for m in ["POST", "PATCH"] {
                     if plan.methods.iter().any(|x| x == m) {
                         out.push(format!(

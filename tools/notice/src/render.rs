@@ -5,7 +5,9 @@
 
 use crate::source::{Coverage, Input, NoRetry, Route};
 use crate::timing::{timing, Host, Timing};
-use kong_retry::config::{Backoff, BudgetConfig, BudgetScope, Mode, Plan};
+use kong_retry::config::{
+    Backoff, BudgetConfig, BudgetScope, BudgetStore, Mode, Plan, StoreUnavailable,
+};
 use std::fmt::Write as _;
 
 /// Output language.
@@ -35,7 +37,12 @@ const STANDARD_METHODS: [&str; 8] = [
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub timing: Timing,
+    /// Retries that can actually happen (0 when the budget refuses every retry).
     pub retries: u32,
+    /// `retries: 0`: the filter steps aside and the proxy sends each request once, natively.
+    pub native_only: bool,
+    /// The budget has no store and fails closed: every retry is refused.
+    pub budget_denies_all: bool,
     pub statuses: Vec<u16>,
     pub connect_failure: bool,
     pub timeout: bool,
@@ -87,6 +94,21 @@ pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
         .filter(|m| matches(m) && plan.methods.iter().any(|p| p == *m))
         .map(|m| m.to_string())
         .collect();
+    // With no store and `on_store_unavailable: deny`, every retry is refused: describe the
+    // plan the filter actually runs, one attempt.
+    let budget_denies_all = plan.budget.enabled
+        && plan.budget_store.store == BudgetStore::None
+        && plan.budget.on_store_unavailable == StoreUnavailable::Deny;
+    let effective;
+    let plan = if budget_denies_all {
+        effective = Plan {
+            retries: 0,
+            ..plan.clone()
+        };
+        &effective
+    } else {
+        plan
+    };
     let t = timing(plan, host);
     // Exhaustive on purpose: a new mode (adaptive, issue 6) must be described before the
     // notice compiles again.
@@ -105,6 +127,8 @@ pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
     Facts {
         timing: t,
         retries: plan.retries,
+        native_only: plan.retries == 0 && !budget_denies_all,
+        budget_denies_all,
         statuses: plan.retry_on.statuses.clone(),
         connect_failure: plan.retry_on.connect_failure,
         timeout: plan.retry_on.timeout,
@@ -257,9 +281,14 @@ fn retry_after_may_hit_deadline(f: &Facts) -> bool {
         > f.timing.deadline_ms
 }
 
-/// The largest `longest_ms` over all sections (what a client's per-attempt timeout must beat).
+/// The largest `longest_ms` over all sections where the filter forwards requests (what a
+/// client's per-attempt timeout must beat); native-only sections run on the proxy's timeouts.
 fn longest_overall(sections: &[(Option<&Route>, Facts)]) -> Option<u64> {
-    sections.iter().map(|(_, f)| f.timing.longest_ms).max()
+    sections
+        .iter()
+        .filter(|(_, f)| !f.native_only)
+        .map(|(_, f)| f.timing.longest_ms)
+        .max()
 }
 
 fn idempotency_headers(sections: &[(Option<&Route>, Facts)]) -> Vec<String> {
@@ -352,11 +381,16 @@ mod en {
 
     fn section(out: &mut String, f: &Facts) {
         let t = &f.timing;
-        if f.retries == 0 {
+        if f.budget_denies_all {
             let _ = writeln!(
                 out,
-                "- **Retries:** none — the filter is on but set to 0 retries, so each request is sent once (at most {}).",
+                "- **Retries:** none — the retry budget has no store and refuses every retry, so each request is tried once (at most {}).",
                 duration(t.per_try_timeout_ms, Lang::En)
+            );
+        } else if f.retries == 0 {
+            let _ = writeln!(
+                out,
+                "- **Retries:** none — the filter is on but set to 0 retries, so each request is sent once, the normal way."
             );
         } else {
             let _ = writeln!(
@@ -682,11 +716,16 @@ mod zh {
 
     fn section(out: &mut String, f: &Facts) {
         let t = &f.timing;
-        if f.retries == 0 {
+        if f.budget_denies_all {
             let _ = writeln!(
                 out,
-                "- **重试：** 无。过滤器已启用，但重试次数设为 0，每个请求只发一次（最长 {}）。",
+                "- **重试：** 无。重试预算没有可用的存储，且配置为拒绝，所有重试都会被拒绝，每个请求只尝试一次（最长 {}）。",
                 duration(t.per_try_timeout_ms, Lang::Zh)
+            );
+        } else if f.retries == 0 {
+            let _ = writeln!(
+                out,
+                "- **重试：** 无。过滤器已启用，但重试次数设为 0，每个请求按普通方式只发一次。"
             );
         } else {
             let _ = writeln!(out, "- **网关会重试：** {}。", failures(f).join("；"));
@@ -963,6 +1002,39 @@ mod tests {
         assert_eq!(f.unkeyed_unsafe_methods, vec!["POST"]);
         assert!(f.keyed_only_methods.contains(&"PATCH".to_string()));
         assert!(f.keyed_only_methods.contains(&"PUT".to_string()));
+    }
+
+    #[test]
+    fn a_budget_that_refuses_everything_means_no_retries() {
+        let plan = kong_retry::config::parse(
+            br#"{"retries":3,"budget":{"store":"none","on_store_unavailable":"deny"}}"#,
+        )
+        .unwrap();
+        let f = facts(&plan, &[], Host::Unknown);
+        assert!(f.budget_denies_all && !f.native_only);
+        assert_eq!(
+            (f.retries, f.timing.attempts, f.timing.longest_ms),
+            (0, 1, 2_000)
+        );
+        let input = Input::FilterConfig(Box::new(plan));
+        let en = render(&input, Lang::En, None);
+        assert!(
+            en.contains("refuses every retry, so each request is tried once (at most 2 s)"),
+            "{en}"
+        );
+        assert!(en.contains("more than 2 s"), "{en}");
+        // Fail open: the budget simply does not limit.
+        let open = kong_retry::config::parse(br#"{"budget":{"store":"none"}}"#).unwrap();
+        assert!(!facts(&open, &[], Host::Unknown).budget_denies_all);
+    }
+
+    #[test]
+    fn zero_retries_go_natively_and_set_no_client_timeout() {
+        let plan = kong_retry::config::parse(br#"{"retries":0}"#).unwrap();
+        let input = Input::FilterConfig(Box::new(plan));
+        let zh = render(&input, Lang::Zh, None);
+        assert!(zh.contains("每个请求按普通方式只发一次"), "{zh}");
+        assert!(!zh.contains("单次尝试的超时要大于"), "{zh}");
     }
 
     #[test]
