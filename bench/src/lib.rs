@@ -14,9 +14,16 @@
 //! feature's probe config at configure time, the mode's rows are left out and the report
 //! says `<feature>: not available in this build` instead of failing. A goal of the form
 //! "mode A costs at most x % of mode B" is one [`Ratio`] in [`RATIOS`].
+//!
+//! # The floor
+//!
+//! A gateway without the filter runs no wasm at all, so "no filter" is no row. The floor
+//! rows run instead a filter that does nothing (`bench/fixtures/noop-filter`: same SDK,
+//! same release profile): what any Rust proxy-wasm filter pays per request for the
+//! callbacks and the SDK's context bookkeeping, whatever it does.
 
 use proxy_wasm_test_host::{
-    build, CallKind, Exchange, Gateway, HostError, Profile, Reply, Request, RequestStats,
+    build, CallKind, Exchange, Gateway, HostError, LogLevel, Profile, Reply, Request, RequestStats,
     UpstreamCall, WasmModule,
 };
 use std::path::{Path, PathBuf};
@@ -36,6 +43,9 @@ pub const WARMUP_PER_WORKER: usize = 2;
 /// so per-worker caches with a 1 s lifetime expire about once per run (real traffic is
 /// denser, so caches hit more often there than here).
 pub const GAP_MS: u64 = 1;
+/// The level `proxy_get_log_level` reports: a production level (the test host's default,
+/// Trace, would charge every request for formatting debug lines nobody reads).
+pub const LOG_LEVEL: LogLevel = LogLevel::Info;
 /// Measured requests per row unless `--requests` says otherwise.
 pub const DEFAULT_REQUESTS: usize = 1000;
 /// Body of the PUT request.
@@ -137,12 +147,38 @@ impl Calls {
     }
 }
 
+/// Which `.wasm` a mode runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// The kong_retry filter being measured.
+    KongRetry,
+    /// `bench/fixtures/noop-filter`: the floor (see the crate docs).
+    Floor,
+}
+
+/// The modules the modes run.
+pub struct Filters {
+    pub kong_retry: WasmModule,
+    /// The floor filter, or why it could not be built (its rows are then left out).
+    pub floor: Result<WasmModule, String>,
+}
+
+impl Filters {
+    fn get(&self, filter: Filter) -> Result<&WasmModule, &str> {
+        match filter {
+            Filter::KongRetry => Ok(&self.kong_retry),
+            Filter::Floor => self.floor.as_ref().map_err(String::as_str),
+        }
+    }
+}
+
 /// One group of rows: a host, a filter config, and what its requests must do.
 #[derive(Debug, Clone, Copy)]
 pub struct Mode {
     /// Unique, shown in the table, e.g. `Kong dispatch`.
     pub name: &'static str,
     pub profile: Profile,
+    pub filter: Filter,
     /// The config's own fields (a JSON object body without braces); [`COMMON_CONFIG`] is added.
     pub config: &'static str,
     /// A filter feature without which the mode is skipped.
@@ -154,9 +190,12 @@ pub struct Mode {
 }
 
 impl Mode {
-    /// The whole plugin config.
+    /// The whole plugin config (the floor filter reads none).
     pub fn config_json(&self) -> String {
-        format!("{{{},{COMMON_CONFIG}}}", self.config)
+        match self.filter {
+            Filter::KongRetry => format!("{{{},{COMMON_CONFIG}}}", self.config),
+            Filter::Floor => String::new(),
+        }
     }
 }
 
@@ -165,6 +204,7 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "Kong dispatch",
         profile: Profile::Kong,
+        filter: Filter::KongRetry,
         config: r#""mode":"dispatch","upstream":"orders.internal:8080","delay_endpoint":"127.0.0.1:8555""#,
         needs: None,
         happy: Calls::new(0, 1, 0),
@@ -173,6 +213,7 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "Envoy response",
         profile: Profile::Envoy,
+        filter: Filter::KongRetry,
         config: r#""mode":"response","upstream":"orders""#,
         needs: None,
         happy: Calls::new(1, 0, 0),
@@ -181,6 +222,7 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "Envoy dispatch",
         profile: Profile::Envoy,
+        filter: Filter::KongRetry,
         config: r#""mode":"dispatch","upstream":"orders""#,
         needs: None,
         happy: Calls::new(0, 1, 0),
@@ -192,6 +234,7 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "Kong adaptive-calm",
         profile: Profile::Kong,
+        filter: Filter::KongRetry,
         config: r#""mode":"adaptive","upstream":"orders.internal:8080","delay_endpoint":"127.0.0.1:8555""#,
         needs: Some(Feature::Adaptive),
         happy: Calls::new(1, 0, 0),
@@ -202,27 +245,55 @@ pub const MODES: &[Mode] = &[
     Mode {
         name: "Kong adaptive-protected",
         profile: Profile::Kong,
+        filter: Filter::KongRetry,
         config: r#""mode":"adaptive","upstream":"orders.internal:8080","delay_endpoint":"127.0.0.1:8555","maintenance_windows":[{"start":"2023-11-14T00:00:00Z","end":"2023-11-15T00:00:00Z"}]"#,
         needs: Some(Feature::Adaptive),
         happy: Calls::new(0, 1, 0),
         retried: Some(Calls::new(0, 2, 1)),
     },
+    Mode {
+        name: "Kong floor (no-op filter)",
+        profile: Profile::Kong,
+        filter: Filter::Floor,
+        config: "",
+        needs: None,
+        happy: Calls::new(1, 0, 0),
+        retried: None,
+    },
+    Mode {
+        name: "Envoy floor (no-op filter)",
+        profile: Profile::Envoy,
+        filter: Filter::Floor,
+        config: "",
+        needs: None,
+        happy: Calls::new(1, 0, 0),
+        retried: None,
+    },
 ];
 
-/// "`numerator` costs at most `goal_percent` % of `denominator`" (fuel, same request, happy path).
+/// What `numerator` costs as a share of `denominator` (same request, happy path); with a
+/// goal, "at most `goal_percent` % of the fuel".
 #[derive(Debug, Clone, Copy)]
 pub struct Ratio {
     pub numerator: &'static str,
     pub denominator: &'static str,
-    pub goal_percent: f64,
+    pub goal_percent: Option<f64>,
 }
 
-/// The goals the report checks (issue 6: adaptive-calm ≤ 5 % of dispatch mode).
-pub const RATIOS: &[Ratio] = &[Ratio {
-    numerator: "Kong adaptive-calm",
-    denominator: "Kong dispatch",
-    goal_percent: 5.0,
-}];
+/// The ratios the report prints (issue 6: adaptive-calm ≤ 5 % of dispatch mode; the floor
+/// shows how much of that any filter spends).
+pub const RATIOS: &[Ratio] = &[
+    Ratio {
+        numerator: "Kong adaptive-calm",
+        denominator: "Kong dispatch",
+        goal_percent: Some(5.0),
+    },
+    Ratio {
+        numerator: "Kong floor (no-op filter)",
+        denominator: "Kong dispatch",
+        goal_percent: None,
+    },
+];
 
 /// The client request of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +492,8 @@ pub struct Row {
 pub struct Report {
     pub rows: Vec<Row>,
     pub unavailable: Vec<Feature>,
+    /// Rows left out for other reasons (the floor filter could not be built).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -464,6 +537,7 @@ fn gateway(module: &WasmModule, profile: Profile, config: String) -> Result<Gate
         .upstream(UPSTREAM)
         .cluster(CLUSTER)
         .seed(7)
+        .log_level(LOG_LEVEL)
         .build()
 }
 
@@ -548,16 +622,26 @@ pub fn measure(module: &WasmModule, scenario: &Scenario, requests: usize) -> Res
     })
 }
 
-/// Measures every row whose mode the filter supports, `requests` requests each.
+/// Measures every row whose mode the filters support, `requests` requests each.
 /// `progress` is told each row's name before it runs.
 pub fn run_all(
-    module: &WasmModule,
+    filters: &Filters,
     requests: usize,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, String> {
     let mut report = Report::default();
     let mut checked: Vec<(Feature, bool)> = Vec::new();
     for scenario in scenarios() {
+        let module = match filters.get(scenario.mode.filter) {
+            Ok(m) => m,
+            Err(why) => {
+                let note = format!("{}: not measured: {why}", scenario.mode.name);
+                if !report.notes.contains(&note) {
+                    report.notes.push(note);
+                }
+                continue;
+            }
+        };
         if let Some(feature) = scenario.mode.needs {
             let ok = match checked.iter().find(|(f, _)| *f == feature) {
                 Some((_, ok)) => *ok,
@@ -597,8 +681,9 @@ pub struct RatioResult {
 }
 
 impl RatioResult {
-    pub fn met(&self) -> bool {
-        self.fuel_percent <= self.ratio.goal_percent
+    /// Whether the goal is met (`None`: the ratio has no goal).
+    pub fn met(&self) -> Option<bool> {
+        self.ratio.goal_percent.map(|g| self.fuel_percent <= g)
     }
 }
 
@@ -711,6 +796,9 @@ pub fn render(report: &Report, header: &Header) -> String {
         ));
     }
     s.push('\n');
+    for note in &report.notes {
+        s.push_str(&format!("{note}\n\n"));
+    }
     for feature in &report.unavailable {
         s.push_str(&format!(
             "{} (the filter refuses `mode: {}` at configure time; its rows appear once it does not).\n\n",
@@ -720,14 +808,17 @@ pub fn render(report: &Report, header: &Header) -> String {
     }
     let results = ratios(report);
     for r in &results {
+        let goal = match (r.ratio.goal_percent, r.met()) {
+            (Some(g), Some(true)) => format!(" (goal ≤ {g} %: met)"),
+            (Some(g), _) => format!(" (goal ≤ {g} %: NOT met)"),
+            (None, _) => String::new(),
+        };
         s.push_str(&format!(
-            "- {} / {}, {}: fuel {:.1} % (goal ≤ {} %: {}), host calls {:.1} %, bytes copied {:.1} %\n",
+            "- {} / {}, {}: fuel {:.1} %{goal}, host calls {:.1} %, bytes copied {:.1} %\n",
             r.ratio.numerator,
             r.ratio.denominator,
             r.request.label(),
             r.fuel_percent,
-            r.ratio.goal_percent,
-            if r.met() { "met" } else { "NOT met" },
             r.host_calls_percent,
             r.bytes_percent,
         ));
@@ -779,6 +870,29 @@ pub fn load_filter(explicit: Option<PathBuf>) -> Result<(WasmModule, String), St
     let root = repo_root();
     let shown = path.strip_prefix(&root).unwrap_or(&path).display();
     Ok((module, format!("`{shown}` ({} KiB)", size.div_ceil(1024))))
+}
+
+/// Builds and loads the floor filter (`bench/fixtures/noop-filter`).
+pub fn load_floor() -> Result<WasmModule, String> {
+    let dir = repo_root()
+        .join("bench")
+        .join("fixtures")
+        .join("noop-filter");
+    let path = build::cargo_wasm(&dir).map_err(|e| e.to_string())?;
+    WasmModule::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The kong_retry filter ([`load_filter`]) and the floor ([`load_floor`]; a failure to
+/// build it only leaves its rows out).
+pub fn load_filters(explicit: Option<PathBuf>) -> Result<(Filters, String), String> {
+    let (kong_retry, label) = load_filter(explicit)?;
+    Ok((
+        Filters {
+            kong_retry,
+            floor: load_floor(),
+        },
+        label,
+    ))
 }
 
 /// `YYYY-MM-DD` of a Unix time in seconds (UTC).

@@ -130,7 +130,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (module, filter) = match bench::load_filter(args.wasm.clone()) {
+    let (filters, filter) = match bench::load_filters(args.wasm.clone()) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("kong-retry-bench: cannot load the filter: {e}");
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("kong-retry-bench: measuring {filter}");
-    let report = match bench::run_all(&module, args.requests, |row| eprintln!("  {row}")) {
+    let report = match bench::run_all(&filters, args.requests, |row| eprintln!("  {row}")) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kong-retry-bench: {e}");

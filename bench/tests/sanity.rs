@@ -5,26 +5,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kong_retry_bench::{
-    self as bench, Calls, Feature, Report, RequestKind, Scenario, UpstreamKind, MODES,
-    PUT_BODY_BYTES,
+    self as bench, Calls, Feature, Filter, Filters, Report, RequestKind, Scenario, UpstreamKind,
+    MODES, PUT_BODY_BYTES,
 };
 use proxy_wasm_test_host::WasmModule;
 use std::sync::OnceLock;
 
 const REQUESTS: usize = 5;
 
-fn module() -> &'static WasmModule {
-    static MODULE: OnceLock<WasmModule> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        bench::load_filter(None)
+fn filters() -> &'static Filters {
+    static FILTERS: OnceLock<Filters> = OnceLock::new();
+    FILTERS.get_or_init(|| Filters {
+        kong_retry: bench::load_filter(None)
             .expect("build the filter (./wasm-build.sh)")
-            .0
+            .0,
+        // The test insists on the floor: a broken fixture should not go unnoticed.
+        floor: Ok(bench::load_floor().expect("build bench/fixtures/noop-filter")),
     })
+}
+
+fn module() -> &'static WasmModule {
+    &filters().kong_retry
 }
 
 fn report() -> &'static Report {
     static REPORT: OnceLock<Report> = OnceLock::new();
-    REPORT.get_or_init(|| bench::run_all(module(), REQUESTS, |_| {}).expect("every scenario runs"))
+    REPORT.get_or_init(|| bench::run_all(filters(), REQUESTS, |_| {}).expect("every scenario runs"))
 }
 
 fn calls(native: u32, dispatch: u32, delay: u32) -> Calls {
@@ -44,7 +50,11 @@ fn every_available_row_is_measured_with_nonzero_counts() {
         .filter(|s| s.mode.needs.is_none() || adaptive)
         .count();
     assert_eq!(report.rows.len(), expected_rows);
-    assert!(expected_rows >= 12, "3 modes × GET/PUT × happy/retried");
+    assert!(
+        expected_rows >= 16,
+        "3 modes × GET/PUT × happy/retried, 2 floors × GET/PUT"
+    );
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
     for row in &report.rows {
         let name = format!(
             "{} {} {}",
@@ -57,8 +67,10 @@ fn every_available_row_is_measured_with_nonzero_counts() {
         assert!(t.fuel > 0, "{name}: fuel");
         assert!(t.fuel_max >= t.fuel / t.requests, "{name}: max ≥ mean");
         assert!(t.callbacks >= 3 * t.requests, "{name}: callbacks");
-        assert!(t.host_calls > 0, "{name}: host calls");
-        assert!(t.bytes_to_guest > 0, "{name}: the filter reads headers");
+        if row.scenario.mode.filter == Filter::KongRetry {
+            assert!(t.host_calls > 0, "{name}: host calls");
+            assert!(t.bytes_to_guest > 0, "{name}: the filter reads headers");
+        }
         assert_eq!(row.calls, row.scenario.expect, "{name}");
     }
 }
@@ -164,15 +176,22 @@ fn adaptive_rows_appear_or_are_reported_unavailable() {
             calls(0, 1, 0),
             "protected requests dispatch"
         );
-        let ratios = bench::ratios(report);
+        let ratios: Vec<_> = bench::ratios(report)
+            .into_iter()
+            .filter(|r| r.ratio.numerator == "Kong adaptive-calm")
+            .collect();
         assert_eq!(ratios.len(), RequestKind::ALL.len());
-        assert!(ratios.iter().all(|r| r.fuel_percent > 0.0));
+        assert!(ratios
+            .iter()
+            .all(|r| r.fuel_percent > 0.0 && r.met().is_some()));
         assert!(text.contains("Kong adaptive-calm / Kong dispatch, GET: fuel"));
     } else {
         assert_eq!(report.unavailable, vec![Feature::Adaptive]);
         assert!(text.contains("adaptive: not available in this build"));
         assert!(!text.contains("| Kong adaptive"));
-        assert!(bench::ratios(report).is_empty());
+        assert!(bench::ratios(report)
+            .iter()
+            .all(|r| r.ratio.numerator != "Kong adaptive-calm"));
     }
     for row in &report.rows {
         assert!(text.contains(&format!(
@@ -199,4 +218,36 @@ fn a_request_that_does_not_make_the_expected_calls_is_an_error() {
         err.contains("made 1 dispatch, expected 1 native"),
         "unexpected error: {err}"
     );
+}
+
+#[test]
+fn the_floor_is_below_every_mode_of_the_filter() {
+    let report = report();
+    for (floor, host) in [
+        ("Kong floor (no-op filter)", "Kong "),
+        ("Envoy floor (no-op filter)", "Envoy "),
+    ] {
+        for request in RequestKind::ALL {
+            let floor_row = report.row(floor, request, UpstreamKind::Happy).unwrap();
+            assert_eq!(floor_row.calls, calls(1, 0, 0), "{floor}: native");
+            // The no-op filter copies no body.
+            let t = &floor_row.totals;
+            assert!(
+                t.bytes_to_guest / t.requests < PUT_BODY_BYTES as u64,
+                "{floor}"
+            );
+            for row in report.rows.iter().filter(|r| {
+                r.scenario.mode.name.starts_with(host)
+                    && r.scenario.mode.name != floor
+                    && r.scenario.request == request
+            }) {
+                assert!(
+                    row.totals.fuel > t.fuel,
+                    "{} {} below the floor",
+                    row.scenario.mode.name,
+                    request.label()
+                );
+            }
+        }
+    }
 }
