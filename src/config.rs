@@ -5,6 +5,7 @@
 //! names people paste from other products (`retry_timeout`, `num_retries`) get a pointer to
 //! ours instead of a bare "unknown field".
 
+use crate::maintenance::MaintenanceSchedule;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -66,7 +67,10 @@ pub enum Mode {
     Dispatch,
     /// The first attempt goes the proxy's way; retries replace the response (Envoy only).
     Response,
-    // `Adaptive` (issue 6) will join here: native while calm, dispatch while protected.
+    /// Native while the route is calm (the filter only watches); once the gateway sees a
+    /// retryable failure, or inside a maintenance window, requests run as `auto` would
+    /// run them (Kong: dispatch, Envoy: response mode).
+    Adaptive,
 }
 
 /// URL scheme of a configured upstream.
@@ -174,6 +178,36 @@ pub enum BudgetStore {
     None,
 }
 
+/// Which requests share one adaptive-protection flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectionScope {
+    /// Every route to the same backend: a restarting backend protects all of them at once.
+    Upstream,
+    /// Each route on its own.
+    Route,
+}
+
+/// Adaptive mode's settings (`adaptive`); the flag lives in the budget's zone
+/// (`budget.zone`, `budget.store`): one shared-data zone for the whole filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptiveConfig {
+    /// How long one failure protects the scope, ms.
+    pub window_ms: u64,
+    /// How old a worker's cached flag may be before it reads shared data again, ms.
+    pub cache_ms: u64,
+    pub scope: ProtectionScope,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            window_ms: 30_000,
+            cache_ms: 1_000,
+            scope: ProtectionScope::Upstream,
+        }
+    }
+}
+
 /// Default `budget.zone`: the Kong `shm_kv` zone `kong/kong.conf` defines.
 pub const DEFAULT_BUDGET_ZONE: &str = "kong_retry";
 
@@ -220,6 +254,18 @@ impl Plan {
             zone: Some(self.budget_store.zone.clone()),
         }
     }
+
+    /// Adaptive protection's rules for this plan (same zone as the budget).
+    pub fn protection_rules(&self) -> crate::protection::ProtectionRules {
+        crate::protection::ProtectionRules::new(
+            self.adaptive.window_ms,
+            self.adaptive.cache_ms,
+            Some(self.budget_store.zone.clone()),
+        )
+        // The parser checks the same bounds, and zone names never hold '/'; a default
+        // keeps this total.
+        .unwrap_or_default()
+    }
 }
 
 impl Default for BudgetConfig {
@@ -262,6 +308,10 @@ pub struct Plan {
     pub budget_store: BudgetStoreConfig,
     /// Kong: `host:port` of the loopback delay server.
     pub delay_endpoint: Option<String>,
+    /// Adaptive mode's window, cache and scope (defaults outside adaptive mode).
+    pub adaptive: AdaptiveConfig,
+    /// Adaptive mode: when requests are protected from the first one (empty otherwise).
+    pub maintenance_windows: MaintenanceSchedule,
 }
 
 impl Default for Plan {
@@ -294,6 +344,8 @@ impl Default for Plan {
             budget: BudgetConfig::default(),
             budget_store: BudgetStoreConfig::default(),
             delay_endpoint: None,
+            adaptive: AdaptiveConfig::default(),
+            maintenance_windows: MaintenanceSchedule::default(),
         }
     }
 }
@@ -314,6 +366,8 @@ const FIELDS: &[&str] = &[
     "retry_after_max",
     "budget",
     "delay_endpoint",
+    "adaptive",
+    "maintenance_windows",
 ];
 
 /// Hints for names that operators bring from Kong, Envoy, NGINX or their notes.
@@ -449,6 +503,26 @@ pub fn parse_value(value: &Value) -> Result<Plan, ConfigError> {
     if let Some(v) = obj.get("delay_endpoint") {
         plan.delay_endpoint = parse_delay_endpoint(v)?;
     }
+    for field in ["adaptive", "maintenance_windows"] {
+        if obj.contains_key(field) && plan.mode != Mode::Adaptive {
+            return Err(ConfigError::new(
+                "mode",
+                obj.get("mode").unwrap_or(&Value::from("auto")),
+                format!("`{field}` applies only to \"adaptive\" mode: set \"mode\":\"adaptive\" or remove `{field}`"),
+            ));
+        }
+    }
+    if let Some(v) = obj.get("adaptive") {
+        plan.adaptive = parse_adaptive(v)?;
+    }
+    if let Some(v) = obj.get("maintenance_windows") {
+        plan.maintenance_windows =
+            MaintenanceSchedule::from_json(v).map_err(|e| ConfigError {
+                field: e.field,
+                value: e.value,
+                allowed: e.allowed,
+            })?;
+    }
     Ok(plan)
 }
 
@@ -473,18 +547,53 @@ fn string<'a>(field: &str, v: &'a Value, allowed: &str) -> Result<&'a str, Confi
 }
 
 fn parse_mode(v: &Value) -> Result<Mode, ConfigError> {
-    const ALLOWED: &str = "one of \"auto\", \"dispatch\", \"response\"";
+    const ALLOWED: &str = "one of \"auto\", \"dispatch\", \"response\", \"adaptive\"";
     match string("mode", v, ALLOWED)? {
         "auto" => Ok(Mode::Auto),
         "dispatch" => Ok(Mode::Dispatch),
         "response" => Ok(Mode::Response),
-        "adaptive" => Err(ConfigError::new(
-            "mode",
-            v,
-            format!("not available in this version; {ALLOWED}"),
-        )),
+        "adaptive" => Ok(Mode::Adaptive),
         _ => Err(ConfigError::new("mode", v, ALLOWED)),
     }
+}
+
+fn parse_adaptive(v: &Value) -> Result<AdaptiveConfig, ConfigError> {
+    use crate::protection::{MAX_CACHE_MS, MAX_WINDOW_MS, MIN_WINDOW_MS};
+    const ALLOWED: &str = "an object with window (ms), cache (ms), scope (\"upstream\"|\"route\"); the shared-data zone is budget.zone";
+    if let Some(z) = v.get("zone") {
+        return Err(ConfigError::new(
+            "adaptive.zone",
+            z,
+            "unknown field; the protection flag lives in the filter's one shared-data zone, set with budget.zone (and budget.store)",
+        ));
+    }
+    let obj = object("adaptive", v, &["window", "cache", "scope"], ALLOWED)?;
+    let mut a = AdaptiveConfig::default();
+    if let Some(w) = obj.get("window") {
+        a.window_ms = int_in("adaptive.window", w, MIN_WINDOW_MS, MAX_WINDOW_MS, " (ms)")?;
+    }
+    if let Some(c) = obj.get("cache") {
+        a.cache_ms = int_in("adaptive.cache", c, 0, MAX_CACHE_MS, " (ms)")?;
+    }
+    if a.cache_ms > a.window_ms {
+        return Err(ConfigError {
+            field: "adaptive.cache".into(),
+            value: a.cache_ms.to_string(),
+            allowed: format!(
+                "must be at most adaptive.window ({} ms), or a worker could miss a whole protection",
+                a.window_ms
+            ),
+        });
+    }
+    if let Some(s) = obj.get("scope") {
+        const A: &str = "one of \"upstream\" (every route to the same backend), \"route\"";
+        a.scope = match string("adaptive.scope", s, A)? {
+            "upstream" => ProtectionScope::Upstream,
+            "route" => ProtectionScope::Route,
+            _ => return Err(ConfigError::new("adaptive.scope", s, A)),
+        };
+    }
+    Ok(a)
 }
 
 /// Parses `host[:port]`, `http://host[:port]`, `https://host[:port]` or a cluster name.
@@ -1002,7 +1111,31 @@ mod tests {
             (r#"{"per_try_timeout":0}"#, "per_try_timeout"),
             (r#"{"deadline":100}"#, "deadline"),
             (r#"{"mode":"fast"}"#, "mode"),
-            (r#"{"mode":"adaptive"}"#, "mode"),
+            (r#"{"adaptive":{}}"#, "mode"),
+            (r#"{"mode":"dispatch","adaptive":{"window":5000}}"#, "mode"),
+            (r#"{"maintenance_windows":[]}"#, "mode"),
+            (r#"{"mode":"adaptive","adaptive":{"window":999}}"#, "adaptive.window"),
+            (
+                r#"{"mode":"adaptive","adaptive":{"window":3600001}}"#,
+                "adaptive.window",
+            ),
+            (r#"{"mode":"adaptive","adaptive":{"cache":60001}}"#, "adaptive.cache"),
+            (
+                r#"{"mode":"adaptive","adaptive":{"window":2000,"cache":3000}}"#,
+                "adaptive.cache",
+            ),
+            (r#"{"mode":"adaptive","adaptive":{"scope":"service"}}"#, "adaptive.scope"),
+            (r#"{"mode":"adaptive","adaptive":{"zone":"z"}}"#, "adaptive.zone"),
+            (r#"{"mode":"adaptive","adaptive":{"ttl":1}}"#, "adaptive.ttl"),
+            (r#"{"mode":"adaptive","adaptive":[]}"#, "adaptive"),
+            (
+                r#"{"mode":"adaptive","maintenance_windows":{"start":"x"}}"#,
+                "maintenance_windows",
+            ),
+            (
+                r#"{"mode":"adaptive","maintenance_windows":[{"start":"2026-12-01T01:00:00Z","end":"2026-12-01T00:00:00Z"}]}"#,
+                "maintenance_windows[0].end",
+            ),
             (r#"{"upstream":"http://h/path"}"#, "upstream"),
             (r#"{"upstream":"h:99999"}"#, "upstream"),
             (r#"{"upstream":""}"#, "upstream"),
@@ -1052,6 +1185,49 @@ mod tests {
             assert!(msg.contains(&format!("`{field}`")), "{json} -> {msg}");
             assert!(!e.allowed.is_empty(), "{json}");
         }
+    }
+
+    #[test]
+    fn adaptive_mode_and_its_settings() {
+        let p = parse(br#"{"mode":"adaptive"}"#).unwrap();
+        assert_eq!(p.mode, Mode::Adaptive);
+        assert_eq!(p.adaptive, AdaptiveConfig::default());
+        assert!(p.maintenance_windows.is_empty());
+        let rules = p.protection_rules();
+        assert_eq!((rules.window_ms(), rules.cache_ms()), (30_000, 1_000));
+        assert_eq!(rules.zone(), Some(DEFAULT_BUDGET_ZONE));
+
+        let p = parse(
+            br#"{"mode":"adaptive","adaptive":{"window":5000,"cache":0,"scope":"route"},
+            "budget":{"zone":"retry-state"},
+            "maintenance_windows":[{"start":"2026-12-01T01:00:00Z","end":"2026-12-01T03:00:00Z"},
+            {"daily":{"start":"23:00","end":"01:00"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.adaptive,
+            AdaptiveConfig {
+                window_ms: 5000,
+                cache_ms: 0,
+                scope: ProtectionScope::Route
+            }
+        );
+        assert_eq!(p.maintenance_windows.windows().len(), 2);
+        let rules = p.protection_rules();
+        assert_eq!(rules.zone(), Some("retry-state"));
+        assert_eq!(rules.key("r"), "retry-state/kong_retry/protect/r");
+        // The cache may equal the window.
+        assert!(parse(br#"{"mode":"adaptive","adaptive":{"window":1000,"cache":1000}}"#).is_ok());
+    }
+
+    #[test]
+    fn adaptive_settings_outside_adaptive_mode_name_mode() {
+        let e = err(r#"{"mode":"dispatch","maintenance_windows":[]}"#);
+        assert_eq!(e.field, "mode");
+        assert!(e.allowed.contains("maintenance_windows"), "{e}");
+        assert!(e.allowed.contains("adaptive"), "{e}");
+        let e = err(r#"{"mode":"adaptive","adaptive":{"zone":"z"}}"#);
+        assert!(e.allowed.contains("budget.zone"), "{e}");
     }
 
     #[test]

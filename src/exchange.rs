@@ -27,6 +27,14 @@ pub trait Env {
     fn allow_retry(&mut self, _attempt: u32) -> bool {
         true
     }
+    /// Can the host wait between attempts? Kong without `delay_endpoint` cannot: it has no
+    /// per-request timer. A retry that must wait for a `Retry-After` is then not made.
+    fn can_wait(&self) -> bool {
+        true
+    }
+    /// An attempt ended with an outcome in `retry_on` (adaptive mode keeps the route
+    /// protected while they come). Called before the retry is decided, whatever is decided.
+    fn failure_seen(&mut self, _outcome: Outcome) {}
 }
 
 /// How attempts are executed for this request (`auto` already resolved by the adapter).
@@ -144,6 +152,9 @@ pub enum StopReason {
     Deadline,
     /// `Retry-After` asked for more than `retry_after_max`.
     RetryAfterTooLong,
+    /// `Retry-After` asked for a wait this host cannot make (Kong without
+    /// `delay_endpoint`): retrying at once would ignore the server's explicit request.
+    CannotWait,
     /// The retry budget said no.
     Budget,
 }
@@ -515,7 +526,13 @@ impl Exchange {
         env: &mut dyn Env,
     ) -> Action {
         self.last_outcome = Some(outcome);
-        match RetryPolicy::new(&self.plan).verdict(outcome, n, self.replayable) {
+        let policy = RetryPolicy::new(&self.plan);
+        // A refused dispatch says nothing about the upstream.
+        if outcome != Outcome::Failed(Failure::DispatchRefused) && policy.retryable_outcome(outcome)
+        {
+            env.failure_seen(outcome);
+        }
+        match policy.verdict(outcome, n, self.replayable) {
             Verdict::Final => return self.finish(StopReason::Final),
             Verdict::Exhausted => return self.finish(StopReason::Exhausted),
             Verdict::NotReplayable => return self.finish(StopReason::NotReplayable),
@@ -529,6 +546,9 @@ impl Exchange {
             if let Some(asked) = retry_after::delay_ms(value, now) {
                 if asked > self.plan.retry_after_max_ms {
                     return self.finish(StopReason::RetryAfterTooLong);
+                }
+                if asked > 0 && !env.can_wait() {
+                    return self.finish(StopReason::CannotWait);
                 }
                 delay = delay.max(asked);
             }
@@ -608,6 +628,10 @@ mod tests {
         recorded: u32,
         /// The attempts `allow_retry` was asked about, in order.
         asked: Vec<u32>,
+        /// What `can_wait` answers.
+        waits: bool,
+        /// The outcomes `failure_seen` was told about, in order.
+        failures: Vec<Outcome>,
     }
 
     impl Env for TestEnv {
@@ -624,6 +648,12 @@ mod tests {
             self.asked.push(attempt);
             self.budget
         }
+        fn can_wait(&self) -> bool {
+            self.waits
+        }
+        fn failure_seen(&mut self, outcome: Outcome) {
+            self.failures.push(outcome);
+        }
     }
 
     fn env() -> TestEnv {
@@ -633,6 +663,8 @@ mod tests {
             budget: true,
             recorded: 0,
             asked: Vec::new(),
+            waits: true,
+            failures: Vec::new(),
         }
     }
 
@@ -902,6 +934,78 @@ mod tests {
         let r = responded(x.handle(status(503, &[("retry-after", "5")]), &mut e));
         assert_eq!(first(&r.headers, "retry-after"), Some("5"));
         assert_eq!(x.stop_reason(), Some(StopReason::RetryAfterTooLong));
+    }
+
+    #[test]
+    fn a_retry_after_the_host_cannot_wait_for_goes_to_the_client() {
+        let mut e = env();
+        e.waits = false;
+        let mut x = exchange(r#"{"retry_after_max":3000}"#, Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        let r = responded(x.handle(status(503, &[("retry-after", "2")]), &mut e));
+        assert_eq!((r.status, first(&r.headers, "retry-after")), (503, Some("2")));
+        assert_eq!(x.stop_reason(), Some(StopReason::CannotWait));
+        assert_eq!(x.attempts(), 1);
+        // Decided before the budget: no token spent on a retry that is not made.
+        assert!(e.asked.is_empty());
+
+        // Retry-After: 0 asks for no wait; without the header the retry goes at once.
+        for extra in [&[("retry-after", "0")][..], &[]] {
+            let mut x = exchange(
+                r#"{"retry_after_max":3000,"backoff":{"strategy":"fixed","interval":0}}"#,
+                Execution::Dispatch,
+            );
+            x.handle(request("GET", &[]), &mut e);
+            assert_eq!(dispatched(&x.handle(status(503, extra), &mut e)), 2);
+        }
+        // retry_after_max: 0 ignores the header altogether.
+        let mut x = exchange(
+            r#"{"retry_after_max":0,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        let a = x.handle(status(429, &[("retry-after", "2")]), &mut e);
+        assert_eq!(a, Action::Respond(x.sent_response().unwrap().clone()));
+        assert_eq!(x.stop_reason(), Some(StopReason::Final), "429 is not in retry_on");
+    }
+
+    #[test]
+    fn failures_in_retry_on_are_reported_whatever_is_decided() {
+        let mut e = env();
+        let mut x = exchange(
+            r#"{"retries":1,"backoff":{"strategy":"fixed","interval":0}}"#,
+            Execution::Dispatch,
+        );
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(status(503, &[]), &mut e);
+        x.handle(failed(Failure::Timeout), &mut e);
+        assert_eq!(x.stop_reason(), Some(StopReason::Exhausted));
+        assert_eq!(
+            e.failures,
+            vec![Outcome::Status(503), Outcome::Failed(Failure::Timeout)]
+        );
+
+        // Not in retry_on, a success, or the host refusing a dispatch: nothing reported.
+        let mut e = env();
+        let mut x = exchange(r#"{"retries":2}"#, Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(Event::DispatchRefused, &mut e);
+        let mut x = exchange(r#"{"retries":2}"#, Execution::Dispatch);
+        x.handle(request("GET", &[]), &mut e);
+        x.handle(status(500, &[]), &mut e);
+        assert!(e.failures.is_empty(), "{:?}", e.failures);
+
+        // Response mode: the native attempt's failure counts too.
+        let mut x = exchange(r#"{"retries":2}"#, Execution::Response);
+        x.handle(request("POST", &[("idempotency-key", "k")]), &mut e);
+        x.handle(
+            Event::UpstreamResponseHeaders {
+                status: Some(502),
+                retry_after: None,
+            },
+            &mut e,
+        );
+        assert_eq!(e.failures, vec![Outcome::Status(502)]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Everything here but `adapter` is host-independent decision logic with native tests;
 //! `adapter` (wasm32 only) is the one place that talks to the proxy-wasm host.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod budget;
 pub mod config;

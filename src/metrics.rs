@@ -20,6 +20,7 @@
 
 use crate::exchange::{Exchange, NativeReason, StopReason};
 use crate::outcome::Outcome;
+use crate::protection::Transition;
 
 /// The counters whose names do not depend on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +39,46 @@ pub enum Counter {
     /// Requests sent once, natively, because their body was too large to copy
     /// (`max_body_bytes`, or on Kong spilled to a file past `client_body_buffer_size`).
     TooLarge,
+    /// Adaptive mode: requests that took the native path because their scope was calm.
+    CalmRequests,
+    /// Adaptive mode: requests handled with retries because their scope was protected (a
+    /// recent failure or a maintenance window).
+    ProtectedRequests,
+    /// Adaptive mode: protection episodes started (a calm scope turned protected by a
+    /// failure this gateway saw). Counted by the worker whose write started it; see
+    /// `src/protection.rs` for the Envoy race that can count one episode twice.
+    ProtectionStarted,
+    /// Adaptive mode: responses on the calm path that revealed trouble (a retryable status)
+    /// and so reached the client as they were: the price of not copying healthy traffic.
+    FailuresSeenCalm,
 }
 
 impl Counter {
     /// Every counter, in the order the adapter defines them.
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Requests,
         Counter::Retries,
         Counter::RetrySuccess,
         Counter::BudgetDenied,
         Counter::Exhausted,
         Counter::TooLarge,
+        Counter::CalmRequests,
+        Counter::ProtectedRequests,
+        Counter::ProtectionStarted,
+        Counter::FailuresSeenCalm,
     ];
+
+    /// Counters that only adaptive mode defines (other modes would export them as zeros
+    /// forever).
+    pub fn adaptive_only(self) -> bool {
+        matches!(
+            self,
+            Counter::CalmRequests
+                | Counter::ProtectedRequests
+                | Counter::ProtectionStarted
+                | Counter::FailuresSeenCalm
+        )
+    }
 
     /// The metric name.
     pub fn name(self) -> &'static str {
@@ -60,6 +89,10 @@ impl Counter {
             Counter::BudgetDenied => "kong_retry_budget_denied_total",
             Counter::Exhausted => "kong_retry_exhausted_total",
             Counter::TooLarge => "kong_retry_too_large_total",
+            Counter::CalmRequests => "kong_retry_calm_requests_total",
+            Counter::ProtectedRequests => "kong_retry_protected_requests_total",
+            Counter::ProtectionStarted => "kong_retry_protection_started_total",
+            Counter::FailuresSeenCalm => "kong_retry_failures_seen_calm_total",
         }
     }
 
@@ -112,6 +145,15 @@ pub fn on_finish(exchange: &Exchange) -> Vec<Counter> {
         },
     }
     out
+}
+
+/// The counter a [`crate::protection::ProtectionCache::mark_failure`] result adds to:
+/// only a calm scope turning protected is an event worth a series.
+pub fn on_protection(transition: Transition) -> Option<Counter> {
+    match transition {
+        Transition::Started => Some(Counter::ProtectionStarted),
+        Transition::Extended | Transition::Unchanged => None,
+    }
 }
 
 /// Is this request over (no more attempts will be made for it)?
@@ -201,6 +243,26 @@ mod tests {
             );
             assert_eq!(Counter::ALL[c.index()], c);
         }
+        let adaptive: Vec<&str> = Counter::ALL
+            .iter()
+            .filter(|c| c.adaptive_only())
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(
+            adaptive,
+            [
+                "kong_retry_calm_requests_total",
+                "kong_retry_protected_requests_total",
+                "kong_retry_protection_started_total",
+                "kong_retry_failures_seen_calm_total"
+            ]
+        );
+        assert_eq!(
+            on_protection(Transition::Started),
+            Some(Counter::ProtectionStarted)
+        );
+        assert_eq!(on_protection(Transition::Extended), None);
+        assert_eq!(on_protection(Transition::Unchanged), None);
         assert_eq!(
             retries_by_reason(Outcome::Status(503)),
             "kong_retry_retries_by_reason_total_reason_503"

@@ -66,6 +66,10 @@ pub struct RequestStats {
     pub host_calls: u64,
     pub bytes_to_guest: u64,
     pub bytes_from_guest: u64,
+    /// `proxy_get_shared_data` calls (included in `host_calls`).
+    pub shared_data_gets: u64,
+    /// `proxy_set_shared_data` calls (included in `host_calls`).
+    pub shared_data_sets: u64,
 }
 
 /// The result of [`Gateway::run`].
@@ -923,6 +927,8 @@ impl Gateway {
         book.host_calls += stats.host_calls;
         book.bytes_to_guest += stats.bytes_to_guest;
         book.bytes_from_guest += stats.bytes_from_guest;
+        book.shared_data_gets += stats.shared_data_gets;
+        book.shared_data_sets += stats.shared_data_sets;
         self.reschedule_tick(w);
         match result {
             Ok(v) => {

@@ -77,6 +77,8 @@ pub(crate) struct CallStats {
     pub host_calls: u64,
     pub bytes_to_guest: u64,
     pub bytes_from_guest: u64,
+    pub shared_data_gets: u64,
+    pub shared_data_sets: u64,
 }
 
 /// The data of a worker's wasmtime store.
@@ -765,6 +767,7 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: i32, kn: i32, rp: i32, rs: i32, rcas: i32| -> R<i32> {
             counted(&mut c);
+            c.data_mut().stats.shared_data_gets += 1;
             let Some(key) = read(&mut c, kp, kn) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
@@ -793,6 +796,7 @@ fn define_proxy_functions(linker: &mut Linker<WorkerState>) -> R<()> {
         "proxy_set_shared_data",
         |mut c: C<'_>, kp: i32, kn: i32, vp: i32, vn: i32, cas: i32| -> R<i32> {
             counted(&mut c);
+            c.data_mut().stats.shared_data_sets += 1;
             let (Some(key), Some(value)) = (read(&mut c, kp, kn), read(&mut c, vp, vn)) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };

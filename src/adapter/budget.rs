@@ -1,36 +1,20 @@
-//! The retry budget as one VM uses it: is there a store, which budget a request spends from,
-//! and what happens when the store cannot be used.
-//!
-//! On Kong a shared-data call whose key resolves to no `shm_kv` zone traps (the client gets
-//! 500), so nothing here touches shared data before it believes a zone exists:
-//! `budget.store = "auto"` looks for the zone in Kong's read-only `kong.configuration.*`
-//! properties (an absent key is not-found, never a trap), once per VM.
+//! The retry budget as one VM uses it: which budget a request spends from, and what
+//! happens when the store cannot be used. Whether there is a store at all is
+//! [`StoreAccess`]'s decision (Kong traps on shared data without a zone).
 
-use super::abi;
 use super::root::Host;
-use super::store::HostStore;
+use super::store::{HostStore, StoreAccess, StoreState};
 use crate::budget::{RetryBudget, Verdict};
-use crate::config::{BudgetStore, Plan, StoreUnavailable};
+use crate::config::{Plan, StoreUnavailable};
 use crate::store::StoreError;
-
-/// Whether this VM may use shared data for the budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum StoreState {
-    /// Not decided yet (Kong: the root context found no zone; requests look once more).
-    Unchecked,
-    Ready,
-    /// No store; the text says why, for the one log line.
-    Missing(String),
-}
 
 /// The budget of one VM (one root context).
 pub struct VmBudget {
     root_id: u32,
     budget: Option<RetryBudget>,
-    store: BudgetStore,
-    zone: String,
     on_unavailable: StoreUnavailable,
-    state: StoreState,
+    /// The line saying where the budget is kept is written once per VM.
+    announced: bool,
     /// The store-unavailable line is written once per VM, not per request.
     warned: bool,
 }
@@ -41,16 +25,19 @@ impl VmBudget {
         VmBudget {
             root_id,
             budget: None,
-            store: BudgetStore::None,
-            zone: String::new(),
             on_unavailable: StoreUnavailable::Allow,
-            state: StoreState::Unchecked,
+            announced: false,
             warned: false,
         }
     }
 
-    /// Takes the plan's budget (root context, `on_configure`) and, on Kong, looks for the zone.
-    pub fn configure(&mut self, plan: &Plan, host: Host) {
+    /// Is the budget on? (Then the VM's [`StoreAccess`] should look for the store.)
+    pub fn enabled(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// Takes the plan's budget (root context, `on_configure`).
+    pub fn configure(&mut self, plan: &Plan) {
         self.budget = match RetryBudget::new(plan.budget_rules()) {
             Ok(b) if plan.budget.enabled => Some(b),
             Ok(_) => None,
@@ -60,19 +47,21 @@ impl VmBudget {
                 None
             }
         };
-        self.store = plan.budget_store.store;
-        self.zone = plan.budget_store.zone.clone();
         self.on_unavailable = plan.budget.on_store_unavailable;
-        self.state = StoreState::Unchecked;
+        self.announced = false;
         self.warned = false;
-        if self.budget.is_some() {
-            self.resolve(host, false);
-        }
     }
 
     /// Counts a request that may be retried towards the budget of `scope`.
-    pub fn record_request(&mut self, host: Host, scope: &str, now_ms: u64, ctx: u32) {
-        if self.budget.is_none() || !self.resolve(host, true) {
+    pub fn record_request(
+        &mut self,
+        access: &mut StoreAccess,
+        host: Host,
+        scope: &str,
+        now_ms: u64,
+        ctx: u32,
+    ) {
+        if self.budget.is_none() || !self.resolve(access, host) {
             return;
         }
         let Some(budget) = self.budget.as_ref() else {
@@ -90,6 +79,7 @@ impl VmBudget {
     /// May retry `attempt` of a request of `scope` be spent? A yes is paid for now.
     pub fn allow_retry(
         &mut self,
+        access: &mut StoreAccess,
         host: Host,
         scope: &str,
         now_ms: u64,
@@ -99,7 +89,7 @@ impl VmBudget {
         if self.budget.is_none() {
             return true;
         }
-        if !self.resolve(host, true) {
+        if !self.resolve(access, host) {
             return self.on_unavailable == StoreUnavailable::Allow;
         }
         let Some(budget) = self.budget.as_ref() else {
@@ -118,63 +108,24 @@ impl VmBudget {
         }
     }
 
-    /// Is the store usable? Decides once per VM; `in_request` is the last chance to look.
-    fn resolve(&mut self, host: Host, in_request: bool) -> bool {
-        if self.state == StoreState::Unchecked {
-            match self.look(host) {
-                Ok(found) => {
+    /// Is the store usable? Says once where the budget is kept, or why it is not.
+    fn resolve(&mut self, access: &mut StoreAccess, host: Host) -> bool {
+        match access.resolve(host, true) {
+            StoreState::Ready(found) => {
+                if !self.announced {
+                    self.announced = true;
                     log::info!(
                         "kong_retry [{}]: retry budget kept in shared data ({found})",
                         self.root_id
                     );
-                    self.state = StoreState::Ready;
                 }
-                // Kong's properties may not answer in the root context: look again in the
-                // first request before giving up.
-                Err(_) if !in_request => {}
-                Err(why) => self.state = StoreState::Missing(why),
+                true
             }
-        }
-        match &self.state {
-            StoreState::Ready => true,
             StoreState::Unchecked => false,
             StoreState::Missing(why) => {
                 let why = why.clone();
                 self.unavailable(why);
                 false
-            }
-        }
-    }
-
-    /// Where the store is, or why there is none.
-    fn look(&self, host: Host) -> Result<String, String> {
-        match (self.store, host) {
-            (BudgetStore::None, _) => Err("budget.store is \"none\"".to_string()),
-            (BudgetStore::Shm, _) => Ok(format!(
-                "zone \"{}\", budget.store \"shm\": not checked",
-                self.zone
-            )),
-            (BudgetStore::Auto, Host::Envoy) => Ok("Envoy".to_string()),
-            (BudgetStore::Auto, Host::Kong | Host::Unknown) => {
-                // 3.6+ names the zone `nginx_wasm_shm_kv_<zone>`, 3.4/3.5 `nginx_wasm_shm_<zone>`;
-                // with neither, a key whose zone is unknown lands in the default `*` zone.
-                let named = [
-                    format!("nginx_wasm_shm_kv_{}", self.zone),
-                    format!("nginx_wasm_shm_{}", self.zone),
-                    "nginx_wasm_main_shm_kv".to_string(),
-                ];
-                for key in &named {
-                    if abi::property(&["kong", "configuration", key]).is_some() {
-                        return Ok(format!(
-                            "zone \"{}\", found as kong.configuration.{key}",
-                            self.zone
-                        ));
-                    }
-                }
-                Err(format!(
-                    "no shm_kv zone \"{0}\" in kong.configuration (add nginx_wasm_shm_kv_{0} to kong.conf; if the zone exists but this Kong does not show its configuration to filters, set budget.store to \"shm\")",
-                    self.zone
-                ))
             }
         }
     }

@@ -2,13 +2,15 @@
 
 use super::abi;
 use super::root::{Host, Notice, Shared};
-use crate::config::{self, BudgetScope, Mode, Scheme};
+use crate::adaptive::{self, Handling};
+use crate::config::{self, BudgetScope, Mode, Plan, ProtectionScope, Scheme};
 use crate::exchange::{
     Action, Attempt, AttemptResponse, BodyRead, Env, Event, Exchange, Execution, Target,
 };
 use crate::header_map::{first, Headers};
 use crate::metrics::{self, Counter};
 use crate::outcome::{Failure, Outcome};
+use crate::protection::Protection;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 use std::cell::RefCell;
@@ -56,6 +58,18 @@ pub struct Driver {
     scope: String,
     /// The request's end was counted in the metrics.
     counted: bool,
+    /// Adaptive mode: the protection flag this request reports failures to.
+    watch: Option<Watch>,
+    /// The host can wait between attempts (not Kong without `delay_endpoint`).
+    can_wait: bool,
+}
+
+/// Adaptive mode: which protection scope a request belongs to, and which way it went.
+struct Watch {
+    scope: String,
+    /// It took the native path because the scope was calm: a failure it reveals reaches
+    /// the client as it is.
+    calm: bool,
 }
 
 struct HostEnv<'a> {
@@ -63,6 +77,29 @@ struct HostEnv<'a> {
     host: Host,
     scope: &'a str,
     context_id: u32,
+    can_wait: bool,
+    /// Adaptive mode: the protection scope failures are reported to.
+    protection_scope: Option<&'a str>,
+}
+
+/// Reports a retryable outcome to the worker's protection cache (adaptive mode); counts and
+/// logs a protection that this starts.
+fn report_failure(shared: &Shared, host: Host, scope: &str, ctx: u32, outcome: Outcome) {
+    let (Ok(mut store), Ok(mut protection)) = (
+        shared.store.try_borrow_mut(),
+        shared.protection.try_borrow_mut(),
+    ) else {
+        return;
+    };
+    let transition = protection.mark_failure(&mut store, host, scope, abi::now_ms());
+    drop((store, protection));
+    if let Some(counter) = transition.and_then(metrics::on_protection) {
+        shared.metrics.borrow_mut().add(counter);
+        log::info!(
+            "kong_retry [{ctx}]: adaptive: protection of {scope} started after {}",
+            outcome.label()
+        );
+    }
 }
 
 impl Env for HostEnv<'_> {
@@ -73,13 +110,26 @@ impl Env for HostEnv<'_> {
         self.shared.random()
     }
     fn record_request(&mut self) {
-        if let Ok(mut budget) = self.shared.budget.try_borrow_mut() {
-            budget.record_request(self.host, self.scope, abi::now_ms(), self.context_id);
+        if let (Ok(mut budget), Ok(mut store)) = (
+            self.shared.budget.try_borrow_mut(),
+            self.shared.store.try_borrow_mut(),
+        ) {
+            budget.record_request(
+                &mut store,
+                self.host,
+                self.scope,
+                abi::now_ms(),
+                self.context_id,
+            );
         }
     }
     fn allow_retry(&mut self, attempt: u32) -> bool {
-        match self.shared.budget.try_borrow_mut() {
-            Ok(mut budget) => budget.allow_retry(
+        match (
+            self.shared.budget.try_borrow_mut(),
+            self.shared.store.try_borrow_mut(),
+        ) {
+            (Ok(mut budget), Ok(mut store)) => budget.allow_retry(
+                &mut store,
                 self.host,
                 self.scope,
                 abi::now_ms(),
@@ -88,7 +138,15 @@ impl Env for HostEnv<'_> {
             ),
             // Cannot happen (one thread, no callback inside a budget call); deny, the side
             // that cannot amplify an outage.
-            Err(_) => false,
+            _ => false,
+        }
+    }
+    fn can_wait(&self) -> bool {
+        self.can_wait
+    }
+    fn failure_seen(&mut self, outcome: Outcome) {
+        if let Some(scope) = self.protection_scope {
+            report_failure(self.shared, self.host, scope, self.context_id, outcome);
         }
     }
 }
@@ -101,6 +159,8 @@ impl Driver {
             host: self.host,
             scope: &self.scope,
             context_id: self.id,
+            can_wait: self.can_wait,
+            protection_scope: self.watch.as_ref().map(|w| w.scope.as_str()),
         };
         let action = self.exchange.as_mut().map(|x| x.handle(event, &mut env));
         self.count_end();
@@ -136,10 +196,98 @@ impl Driver {
             .find_map(|p| abi::property(p).and_then(|v| String::from_utf8(v).ok()))
     }
 
+    /// Adaptive mode: the protection scope of this request. Upstream scope: the configured
+    /// `upstream`, else the route's service (Kong `kong.service_id`: a short id, read instead
+    /// of parsing `kong.router.service` on the calm path) or cluster (Envoy
+    /// `xds.cluster_name`). Route scope: the route id, else the upstream scope.
+    fn protection_scope(&self, plan: &Plan) -> String {
+        let upstream = || match &plan.upstream {
+            Some(u) => Some(u.target.clone()),
+            None => {
+                let path: &[&str] = match self.host {
+                    Host::Envoy => &["xds", "cluster_name"],
+                    Host::Kong | Host::Unknown => &["kong", "service_id"],
+                };
+                abi::property(path).and_then(|v| String::from_utf8(v).ok())
+            }
+        };
+        let scope = match plan.adaptive.scope {
+            ProtectionScope::Upstream => upstream(),
+            ProtectionScope::Route => self.route_id().or_else(upstream),
+        };
+        // Nothing names the scope: all requests of this filter share one flag.
+        scope.unwrap_or_else(|| "unscoped".to_string())
+    }
+
+    /// Adaptive mode: is this request's scope calm (native path, the filter only watches)
+    /// or protected? Counts it either way.
+    fn adaptive_handling(&mut self, plan: &Plan) -> Handling {
+        let scope = self.protection_scope(plan);
+        let protection = match (
+            self.shared.store.try_borrow_mut(),
+            self.shared.protection.try_borrow_mut(),
+        ) {
+            (Ok(mut store), Ok(mut protection)) => {
+                protection.check(&mut store, self.host, &scope, abi::now_ms(), self.id)
+            }
+            _ => Protection::Calm,
+        };
+        let handling = Handling::of(protection);
+        self.shared.metrics.borrow_mut().add(match handling {
+            Handling::Watch => Counter::CalmRequests,
+            Handling::Protect => Counter::ProtectedRequests,
+        });
+        self.watch = Some(Watch {
+            scope,
+            calm: handling == Handling::Watch,
+        });
+        handling
+    }
+
+    /// Adaptive mode: a natively proxied response (calm, or a request the filter let go)
+    /// with a status that reveals trouble protects the scope. Reads only `:status`.
+    fn watch_native_response(&mut self) {
+        let Some(watch) = self.watch.as_ref() else {
+            return;
+        };
+        let Ok(Some(value)) = abi::get_header(abi::RESPONSE_HEADERS, ":status") else {
+            return;
+        };
+        let Some(status) = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        else {
+            return;
+        };
+        let proxy = match self.host {
+            Host::Envoy => adaptive::ENVOY,
+            Host::Kong | Host::Unknown => adaptive::KONG,
+        };
+        let reveals = match self.shared.plan.borrow().as_ref() {
+            Some(plan) => adaptive::reveals_trouble(&plan.retry_on, proxy, status),
+            None => false,
+        };
+        if !reveals {
+            return;
+        }
+        if watch.calm {
+            self.shared
+                .metrics
+                .borrow_mut()
+                .add(Counter::FailuresSeenCalm);
+        }
+        report_failure(
+            &self.shared,
+            self.host,
+            &watch.scope,
+            self.id,
+            Outcome::Status(status),
+        );
+    }
+
     /// Resolves execution mode and target for this request; `None` leaves it alone.
-    fn start_exchange(&mut self) -> Option<Exchange> {
-        let plan = self.shared.plan.borrow().clone()?;
-        self.host = self.shared.host();
+    fn start_exchange(&mut self, plan: Rc<Plan>) -> Option<Exchange> {
+        self.can_wait = self.host == Host::Envoy || plan.delay_endpoint.is_some();
         let execution = match (plan.mode, self.host) {
             (Mode::Response, Host::Kong) => {
                 self.shared.notice_once(
@@ -148,7 +296,9 @@ impl Driver {
                 );
                 Execution::Dispatch
             }
-            (Mode::Response, _) | (Mode::Auto, Host::Envoy) => Execution::Response,
+            (Mode::Response, _) | (Mode::Auto | Mode::Adaptive, Host::Envoy) => {
+                Execution::Response
+            }
             _ => Execution::Dispatch,
         };
         let upstream = match &plan.upstream {
@@ -199,10 +349,16 @@ impl Driver {
     }
 
     fn on_request_headers(&mut self) -> HostAction {
-        if self.shared.plan.borrow().is_some() {
-            self.shared.metrics.borrow_mut().add(Counter::Requests);
+        let Some(plan) = self.shared.plan.borrow().clone() else {
+            return HostAction::Continue;
+        };
+        self.shared.metrics.borrow_mut().add(Counter::Requests);
+        self.host = self.shared.host();
+        // The calm path: no header read, no copy, no exchange.
+        if plan.mode == Mode::Adaptive && self.adaptive_handling(&plan) == Handling::Watch {
+            return HostAction::Continue;
         }
-        self.exchange = self.start_exchange();
+        self.exchange = self.start_exchange(plan);
         let Some(target) = self.exchange.as_ref().map(|x| x.target().upstream.clone()) else {
             return HostAction::Continue;
         };
@@ -248,6 +404,7 @@ impl Driver {
 
     fn on_response_headers(&mut self) -> HostAction {
         let Some(x) = self.exchange.as_ref() else {
+            self.watch_native_response();
             return HostAction::Continue;
         };
         if let Some(sent) = x.sent_response() {
@@ -269,6 +426,7 @@ impl Driver {
             });
             return self.run(action, Phase::ResponseHeaders);
         }
+        self.watch_native_response();
         self.label_native_response();
         HostAction::Continue
     }
@@ -665,6 +823,8 @@ impl HttpShim {
             body_fix_pending: false,
             scope: String::new(),
             counted: false,
+            watch: None,
+            can_wait: true,
         }));
         shared.register(id, &driver);
         HttpShim { id, shared, driver }

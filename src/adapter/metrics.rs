@@ -5,33 +5,40 @@ use crate::metrics::{retries_by_reason, Counter};
 use crate::outcome::Outcome;
 use std::collections::BTreeMap;
 
+/// One counter's id, as far as the host gave one.
+#[derive(Debug, Clone, Copy, Default)]
+enum Slot {
+    #[default]
+    Undefined,
+    Defined(u32),
+    /// The host refused (no metrics there): never asked again, counting is a no-op.
+    Refused,
+}
+
 /// Metric ids of this VM. A host without metrics leaves them undefined; counting is then a
 /// no-op, never an error.
 #[derive(Default)]
 pub struct Metrics {
-    defined: bool,
-    fixed: [Option<u32>; Counter::ALL.len()],
+    fixed: [Slot; Counter::ALL.len()],
     /// Per-reason counters, defined the first time a reason occurs (`5xx` alone would be a
     /// hundred series that stay at zero).
     by_reason: BTreeMap<String, Option<u32>>,
 }
 
 impl Metrics {
-    /// Defines the fixed counters (idempotent).
-    pub fn define(&mut self) {
-        if self.defined {
-            return;
-        }
-        self.defined = true;
+    /// Defines the fixed counters (idempotent); adaptive mode's own ones only in that mode,
+    /// so that other modes do not export series that stay at zero.
+    pub fn define(&mut self, adaptive: bool) {
         for c in Counter::ALL {
-            self.fixed[c.index()] = define(c.name());
+            if adaptive || !c.adaptive_only() {
+                self.slot(c);
+            }
         }
     }
 
     /// Adds one to `counter`.
     pub fn add(&mut self, counter: Counter) {
-        self.define();
-        if let Some(id) = self.fixed[counter.index()] {
+        if let Some(id) = self.slot(counter) {
             let _ = abi::increment_metric(id, 1);
         }
     }
@@ -46,6 +53,21 @@ impl Metrics {
             .or_insert_with_key(|name| define(name));
         if let Some(id) = id {
             let _ = abi::increment_metric(id, 1);
+        }
+    }
+
+    /// The counter's id, defining it on first use.
+    fn slot(&mut self, counter: Counter) -> Option<u32> {
+        let slot = &mut self.fixed[counter.index()];
+        if let Slot::Undefined = slot {
+            *slot = match define(counter.name()) {
+                Some(id) => Slot::Defined(id),
+                None => Slot::Refused,
+            };
+        }
+        match *slot {
+            Slot::Defined(id) => Some(id),
+            Slot::Undefined | Slot::Refused => None,
         }
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! `root` parses the plan and detects the host; `driver` turns one request's host callbacks
 //! into `exchange` events and executes the returned actions; `budget` keeps the retry budget
-//! in shared data through `store`; `metrics` defines and counts the counters; `abi` makes the
-//! raw host calls.
+//! in shared data through `store`; `protection` is adaptive mode's per-worker flag cache;
+//! `metrics` defines and counts the counters; `abi` makes the raw host calls.
 
 mod abi;
 mod budget;
 mod driver;
 mod logger;
 mod metrics;
+mod protection;
 mod root;
 mod store;
 

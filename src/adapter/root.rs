@@ -4,6 +4,8 @@ use super::abi;
 use super::budget::VmBudget;
 use super::driver::{Driver, HttpShim};
 use super::metrics::Metrics;
+use super::protection::VmProtection;
+use super::store::StoreAccess;
 use crate::config::{self, Mode, Plan};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -61,8 +63,12 @@ pub struct Shared {
     root_tokens: RefCell<BTreeMap<u32, u32>>,
     /// True while the root context is running a callback for a request.
     pub acting_for_request: Cell<bool>,
-    /// The retry budget and whether this VM has a store for it.
+    /// Whether this VM may use shared data (budget and adaptive protection alike).
+    pub store: RefCell<StoreAccess>,
+    /// The retry budget.
     pub budget: RefCell<VmBudget>,
+    /// Adaptive mode: this worker's view of which scopes are protected.
+    pub protection: RefCell<VmProtection>,
     /// This VM's counters.
     pub metrics: RefCell<Metrics>,
 }
@@ -106,6 +112,12 @@ impl Shared {
             let mode = self.plan.borrow().as_ref().map(|p| p.mode);
             let exec = match (mode, found) {
                 (Some(Mode::Response), Host::Envoy) | (Some(Mode::Auto), Host::Envoy) => "response",
+                (Some(Mode::Adaptive), Host::Envoy) => {
+                    "adaptive (native while calm, response mode while protected)"
+                }
+                (Some(Mode::Adaptive), _) => {
+                    "adaptive (native while calm, dispatch mode while protected)"
+                }
                 _ => "dispatch",
             };
             log::info!(
@@ -201,7 +213,9 @@ impl FilterRoot {
                 drivers: RefCell::new(BTreeMap::new()),
                 root_tokens: RefCell::new(BTreeMap::new()),
                 acting_for_request: Cell::new(false),
+                store: RefCell::new(StoreAccess::new()),
                 budget: RefCell::new(VmBudget::new(context_id)),
+                protection: RefCell::new(VmProtection::new(context_id)),
                 metrics: RefCell::new(Metrics::default()),
             }),
         }
@@ -290,11 +304,32 @@ impl RootContext for FilterRoot {
                 .as_ref()
                 .map_or("(from the route)", |u| u.target.as_str())
         );
+        if plan.mode == Mode::Adaptive {
+            log::info!(
+                "kong_retry [{}]: adaptive: a failure protects its {:?} scope for {} ms (cache {} ms); {} maintenance window(s)",
+                self.shared.root_id,
+                plan.adaptive.scope,
+                plan.adaptive.window_ms,
+                plan.adaptive.cache_ms,
+                plan.maintenance_windows.windows().len()
+            );
+        }
         let plan = Rc::new(plan);
         *self.shared.plan.borrow_mut() = Some(plan.clone());
         let host = self.shared.host();
-        self.shared.metrics.borrow_mut().define();
-        self.shared.budget.borrow_mut().configure(&plan, host);
+        self.shared
+            .metrics
+            .borrow_mut()
+            .define(plan.mode == Mode::Adaptive);
+        let mut budget = self.shared.budget.borrow_mut();
+        let mut protection = self.shared.protection.borrow_mut();
+        budget.configure(&plan);
+        protection.configure(&plan);
+        let needs_store = budget.enabled() || protection.enabled();
+        self.shared
+            .store
+            .borrow_mut()
+            .configure(&plan, host, needs_store);
         true
     }
 
