@@ -439,6 +439,8 @@ pub struct Totals {
     pub host_calls: u64,
     pub bytes_to_guest: u64,
     pub bytes_from_guest: u64,
+    pub shared_data_gets: u64,
+    pub shared_data_sets: u64,
 }
 
 impl Totals {
@@ -450,6 +452,8 @@ impl Totals {
         self.host_calls += s.host_calls;
         self.bytes_to_guest += s.bytes_to_guest;
         self.bytes_from_guest += s.bytes_from_guest;
+        self.shared_data_gets += s.shared_data_gets;
+        self.shared_data_sets += s.shared_data_sets;
     }
 
     /// Mean per request.
@@ -475,6 +479,12 @@ impl Totals {
     }
     pub fn bytes_from_guest_mean(&self) -> f64 {
         self.mean(self.bytes_from_guest)
+    }
+    pub fn shared_data_gets_mean(&self) -> f64 {
+        self.mean(self.shared_data_gets)
+    }
+    pub fn shared_data_sets_mean(&self) -> f64 {
+        self.mean(self.shared_data_sets)
     }
 }
 
@@ -516,6 +526,12 @@ fn subtract(after: RequestStats, before: RequestStats) -> RequestStats {
         bytes_from_guest: after
             .bytes_from_guest
             .saturating_sub(before.bytes_from_guest),
+        shared_data_gets: after
+            .shared_data_gets
+            .saturating_sub(before.shared_data_gets),
+        shared_data_sets: after
+            .shared_data_sets
+            .saturating_sub(before.shared_data_sets),
     }
 }
 
@@ -526,6 +542,8 @@ fn plus(a: RequestStats, b: RequestStats) -> RequestStats {
         host_calls: a.host_calls + b.host_calls,
         bytes_to_guest: a.bytes_to_guest + b.bytes_to_guest,
         bytes_from_guest: a.bytes_from_guest + b.bytes_from_guest,
+        shared_data_gets: a.shared_data_gets + b.shared_data_gets,
+        shared_data_sets: a.shared_data_sets + b.shared_data_sets,
     }
 }
 
@@ -735,8 +753,12 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// A mean: a whole number when it is one, else one decimal.
+/// A mean: a whole number when it is one, else one decimal (three below 1, so that a
+/// shared-data read every few hundred requests does not show as 0).
 fn mean_text(m: f64) -> String {
+    if m > 0.0 && m < 0.95 {
+        return format!("{m:.3}");
+    }
     let rounded = m.round();
     if (m - rounded).abs() < 0.05 {
         thousands(rounded as u64)
@@ -777,12 +799,12 @@ pub fn render(report: &Report, header: &Header) -> String {
         header.requests,
         WORKERS * WARMUP_PER_WORKER
     ));
-    s.push_str("| mode | request | upstream | calls per request | fuel | fuel (max) | callbacks | host calls | bytes host→guest | bytes guest→host |\n");
-    s.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|\n");
+    s.push_str("| mode | request | upstream | calls per request | fuel | fuel (max) | callbacks | host calls | shared data get / set | bytes host→guest | bytes guest→host |\n");
+    s.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
     for row in &report.rows {
         let t = &row.totals;
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             row.scenario.mode.name,
             row.scenario.request.label(),
             row.scenario.upstream.label(),
@@ -791,6 +813,8 @@ pub fn render(report: &Report, header: &Header) -> String {
             thousands(t.fuel_max),
             mean_text(t.callbacks_mean()),
             mean_text(t.host_calls_mean()),
+            mean_text(t.shared_data_gets_mean()),
+            mean_text(t.shared_data_sets_mean()),
             mean_text(t.bytes_to_guest_mean()),
             mean_text(t.bytes_from_guest_mean()),
         ));
@@ -925,6 +949,9 @@ mod tests {
         assert_eq!(mean_text(12.0), "12");
         assert_eq!(mean_text(12.25), "12.3");
         assert_eq!(mean_text(1234.97), "1,235");
+        assert_eq!(mean_text(0.0), "0");
+        assert_eq!(mean_text(0.002), "0.002");
+        assert_eq!(mean_text(0.5), "0.500");
         assert_eq!(utc_date(0), "1970-01-01");
         assert_eq!(utc_date(1_700_000_000), "2023-11-14");
         assert_eq!(utc_date(951_782_400), "2000-02-29");

@@ -159,6 +159,9 @@ fn adaptive_rows_appear_or_are_reported_unavailable() {
             )
             .unwrap();
         assert_eq!(calm.calls, calls(1, 0, 0), "calm requests go natively");
+        // Issue 6: at most one shared-data read per calm request, no write.
+        assert!(calm.totals.shared_data_gets <= calm.totals.requests);
+        assert_eq!(calm.totals.shared_data_sets, 0);
         // Issue 6: the calm path copies no body.
         assert!(
             calm.totals.bytes_to_guest / calm.totals.requests < PUT_BODY_BYTES as u64,
