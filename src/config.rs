@@ -516,12 +516,11 @@ pub fn parse_value(value: &Value) -> Result<Plan, ConfigError> {
         plan.adaptive = parse_adaptive(v)?;
     }
     if let Some(v) = obj.get("maintenance_windows") {
-        plan.maintenance_windows =
-            MaintenanceSchedule::from_json(v).map_err(|e| ConfigError {
-                field: e.field,
-                value: e.value,
-                allowed: e.allowed,
-            })?;
+        plan.maintenance_windows = MaintenanceSchedule::from_json(v).map_err(|e| ConfigError {
+            field: e.field,
+            value: e.value,
+            allowed: e.allowed,
+        })?;
     }
     Ok(plan)
 }
@@ -1114,19 +1113,34 @@ mod tests {
             (r#"{"adaptive":{}}"#, "mode"),
             (r#"{"mode":"dispatch","adaptive":{"window":5000}}"#, "mode"),
             (r#"{"maintenance_windows":[]}"#, "mode"),
-            (r#"{"mode":"adaptive","adaptive":{"window":999}}"#, "adaptive.window"),
+            (
+                r#"{"mode":"adaptive","adaptive":{"window":999}}"#,
+                "adaptive.window",
+            ),
             (
                 r#"{"mode":"adaptive","adaptive":{"window":3600001}}"#,
                 "adaptive.window",
             ),
-            (r#"{"mode":"adaptive","adaptive":{"cache":60001}}"#, "adaptive.cache"),
+            (
+                r#"{"mode":"adaptive","adaptive":{"cache":60001}}"#,
+                "adaptive.cache",
+            ),
             (
                 r#"{"mode":"adaptive","adaptive":{"window":2000,"cache":3000}}"#,
                 "adaptive.cache",
             ),
-            (r#"{"mode":"adaptive","adaptive":{"scope":"service"}}"#, "adaptive.scope"),
-            (r#"{"mode":"adaptive","adaptive":{"zone":"z"}}"#, "adaptive.zone"),
-            (r#"{"mode":"adaptive","adaptive":{"ttl":1}}"#, "adaptive.ttl"),
+            (
+                r#"{"mode":"adaptive","adaptive":{"scope":"service"}}"#,
+                "adaptive.scope",
+            ),
+            (
+                r#"{"mode":"adaptive","adaptive":{"zone":"z"}}"#,
+                "adaptive.zone",
+            ),
+            (
+                r#"{"mode":"adaptive","adaptive":{"ttl":1}}"#,
+                "adaptive.ttl",
+            ),
             (r#"{"mode":"adaptive","adaptive":[]}"#, "adaptive"),
             (
                 r#"{"mode":"adaptive","maintenance_windows":{"start":"x"}}"#,

@@ -943,7 +943,10 @@ mod tests {
         let mut x = exchange(r#"{"retry_after_max":3000}"#, Execution::Dispatch);
         x.handle(request("GET", &[]), &mut e);
         let r = responded(x.handle(status(503, &[("retry-after", "2")]), &mut e));
-        assert_eq!((r.status, first(&r.headers, "retry-after")), (503, Some("2")));
+        assert_eq!(
+            (r.status, first(&r.headers, "retry-after")),
+            (503, Some("2"))
+        );
         assert_eq!(x.stop_reason(), Some(StopReason::CannotWait));
         assert_eq!(x.attempts(), 1);
         // Decided before the budget: no token spent on a retry that is not made.
@@ -966,7 +969,11 @@ mod tests {
         x.handle(request("GET", &[]), &mut e);
         let a = x.handle(status(429, &[("retry-after", "2")]), &mut e);
         assert_eq!(a, Action::Respond(x.sent_response().unwrap().clone()));
-        assert_eq!(x.stop_reason(), Some(StopReason::Final), "429 is not in retry_on");
+        assert_eq!(
+            x.stop_reason(),
+            Some(StopReason::Final),
+            "429 is not in retry_on"
+        );
     }
 
     #[test]

@@ -96,7 +96,10 @@ fn kong_calm_then_failure_then_protected_then_calm_again() {
 
     // A failure on the calm path reaches the client (one upstream call) and protects.
     let ex = gw
-        .run(get(), script(vec![Reply::status(503).body(b"down".to_vec())]))
+        .run(
+            get(),
+            script(vec![Reply::status(503).body(b"down".to_vec())]),
+        )
         .unwrap();
     assert_eq!((ex.response.status, kinds(&ex)), (503, (1, 0)));
     assert_eq!(ex.response.body, b"down");
@@ -163,7 +166,10 @@ fn the_proxys_own_502_and_504_reveal_connect_failures_and_timeouts() {
     for (failure, status) in [(Failure::Refused, 502), (Failure::Reset, 502)] {
         let mut gw = adaptive(Setup::Kong, r#""retry_on":"connect-failure,reset""#, 1);
         let ex = gw
-            .run(Request::new("GET", "/x"), script(vec![Reply::failure(failure)]))
+            .run(
+                Request::new("GET", "/x"),
+                script(vec![Reply::failure(failure)]),
+            )
             .unwrap();
         assert_eq!(ex.response.status, status, "{failure:?}");
         assert_eq!(counters(&gw), [1, 0, 1, 1], "{failure:?}");
@@ -193,7 +199,8 @@ fn other_workers_learn_of_a_protection_through_shared_data_within_the_cache_age(
     let ex = gw.run_on(1, get(), script(vec![ok()])).unwrap();
     assert_eq!(kinds(&ex), (1, 0));
     // Worker 0 sees a failure: its own next request is protected at once.
-    gw.run_on(0, get(), script(vec![Reply::status(503)])).unwrap();
+    gw.run_on(0, get(), script(vec![Reply::status(503)]))
+        .unwrap();
     let ex = gw.run_on(0, get(), script(vec![ok()])).unwrap();
     assert_eq!(kinds(&ex), (0, 1));
     // Worker 1 still trusts its cached answer...
@@ -228,7 +235,9 @@ fn a_scheduled_window_protects_from_the_first_request_without_shared_data() {
                 .build()
                 .unwrap();
             // The first request is protected, and deciding so reads no shared data.
-            let ex = gw.run(Request::new("GET", "/x"), script(vec![ok()])).unwrap();
+            let ex = gw
+                .run(Request::new("GET", "/x"), script(vec![ok()]))
+                .unwrap();
             assert_eq!((ex.response.status, kinds(&ex)), (200, (0, 1)), "{what}");
             let stats = gw.stats(ex.request).unwrap();
             assert_eq!(
@@ -239,7 +248,10 @@ fn a_scheduled_window_protects_from_the_first_request_without_shared_data() {
             // A failure is hidden by a retry. It also sets the flag, so that protection
             // outlasts the window if failures go on until its end.
             let ex = gw
-                .run(Request::new("GET", "/x"), script(vec![Reply::status(503), ok()]))
+                .run(
+                    Request::new("GET", "/x"),
+                    script(vec![Reply::status(503), ok()]),
+                )
                 .unwrap();
             assert_eq!((ex.response.status, kinds(&ex)), (200, (0, 2)), "{what}");
             assert_eq!(counters(&gw), [0, 2, 1, 0], "{what}");
@@ -247,7 +259,9 @@ fn a_scheduled_window_protects_from_the_first_request_without_shared_data() {
 
             // 16 min 40 s later it is 22:30:00: the window is over, calm again.
             gw.advance(1_000_000);
-            let ex = gw.run(Request::new("GET", "/x"), script(vec![ok()])).unwrap();
+            let ex = gw
+                .run(Request::new("GET", "/x"), script(vec![ok()]))
+                .unwrap();
             assert_eq!((ex.response.status, kinds(&ex)), (200, (1, 0)), "{what}");
             assert!(gw.log_contains("maintenance window over"), "{what}");
             assert_clean(&gw);
@@ -277,7 +291,10 @@ fn the_calm_path_reads_shared_data_at_most_once_per_request_and_copies_nothing()
     // The flag is read when a worker's cached answer is a second old: 2 workers × 2 s.
     assert!((2..=6).contains(&gets), "{gets} reads for 400 requests");
     assert_eq!(counters(gw), [400, 0, 0, 0]);
-    assert!(gw.calls().iter().all(|c| matches!(c.kind, CallKind::Proxied)));
+    assert!(gw
+        .calls()
+        .iter()
+        .all(|c| matches!(c.kind, CallKind::Proxied)));
     assert_clean(gw);
 }
 
@@ -285,15 +302,21 @@ fn the_calm_path_reads_shared_data_at_most_once_per_request_and_copies_nothing()
 fn the_calm_path_costs_the_same_for_any_request_size() {
     let mut gw = adaptive(Setup::Kong, "", 1);
     // Warm up (host detection, first cache read).
-    gw.run(Request::new("GET", "/"), script(vec![ok()])).unwrap();
-    let small = gw.run(Request::new("GET", "/"), script(vec![ok()])).unwrap();
+    gw.run(Request::new("GET", "/"), script(vec![ok()]))
+        .unwrap();
+    let small = gw
+        .run(Request::new("GET", "/"), script(vec![ok()]))
+        .unwrap();
     let mut big = Request::new("PUT", "/documents/1").body(vec![b'x'; 4096]);
     for i in 0..20 {
         big = big.header(&format!("x-extra-{i}"), &"v".repeat(100));
     }
     let big = gw.run(big, script(vec![ok()])).unwrap();
     assert_eq!(kinds(&big), (1, 0));
-    let (s, b) = (gw.stats(small.request).unwrap(), gw.stats(big.request).unwrap());
+    let (s, b) = (
+        gw.stats(small.request).unwrap(),
+        gw.stats(big.request).unwrap(),
+    );
     // Nothing of the request crosses into the filter: only the response's `:status`.
     assert_eq!(s.bytes_to_guest, b.bytes_to_guest, "{s:?} vs {b:?}");
     assert!(s.bytes_to_guest < 64, "{s:?}");
@@ -318,7 +341,9 @@ fn kong_without_a_zone_protects_the_worker_that_saw_the_failure() {
         .build()
         .unwrap();
     let get = || Request::new("GET", "/x");
-    let ex = gw.run_on(0, get(), script(vec![Reply::status(503)])).unwrap();
+    let ex = gw
+        .run_on(0, get(), script(vec![Reply::status(503)]))
+        .unwrap();
     assert_eq!(ex.response.status, 503);
     // Worker 0 protects itself...
     let ex = gw
@@ -327,7 +352,9 @@ fn kong_without_a_zone_protects_the_worker_that_saw_the_failure() {
     assert_eq!((ex.response.status, kinds(&ex)), (200, (0, 2)));
     // ...worker 1 never learns of it, and pays its own revealing response.
     gw.advance(2_000);
-    let ex = gw.run_on(1, get(), script(vec![Reply::status(503)])).unwrap();
+    let ex = gw
+        .run_on(1, get(), script(vec![Reply::status(503)]))
+        .unwrap();
     assert_eq!((ex.response.status, kinds(&ex)), (503, (1, 0)));
     let ex = gw
         .run_on(1, get(), script(vec![Reply::status(503), ok()]))
@@ -336,7 +363,12 @@ fn kong_without_a_zone_protects_the_worker_that_saw_the_failure() {
     // Each worker started its own protection; nothing touched shared data (no trap).
     assert_eq!(counters(&gw), [2, 2, 2, 2]);
     assert_eq!(
-        log_lines(&gw, LogLevel::Warn, "adaptive protection without shared data").len(),
+        log_lines(
+            &gw,
+            LogLevel::Warn,
+            "adaptive protection without shared data"
+        )
+        .len(),
         2,
         "once per worker"
     );
@@ -371,7 +403,8 @@ fn envoy_protected_requests_run_in_response_mode() {
 
 #[test]
 fn adaptive_counters_exist_only_in_adaptive_mode() {
-    let names = |gw: &Gateway| -> Vec<String> { gw.metrics().into_iter().map(|(n, _)| n).collect() };
+    let names =
+        |gw: &Gateway| -> Vec<String> { gw.metrics().into_iter().map(|(n, _)| n).collect() };
     let gw = adaptive(Setup::Kong, "", 1);
     for n in [CALM, PROTECTED, STARTED, SEEN_CALM] {
         assert!(names(&gw).contains(&n.to_string()), "{n}");

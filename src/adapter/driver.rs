@@ -296,9 +296,7 @@ impl Driver {
                 );
                 Execution::Dispatch
             }
-            (Mode::Response, _) | (Mode::Auto | Mode::Adaptive, Host::Envoy) => {
-                Execution::Response
-            }
+            (Mode::Response, _) | (Mode::Auto | Mode::Adaptive, Host::Envoy) => Execution::Response,
             _ => Execution::Dispatch,
         };
         let upstream = match &plan.upstream {

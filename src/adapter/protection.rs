@@ -46,8 +46,8 @@ impl VmProtection {
 
     /// Takes the plan (root context, `on_configure`): a fresh cache in adaptive mode.
     pub fn configure(&mut self, plan: &Plan) {
-        self.cache = (plan.mode == Mode::Adaptive)
-            .then(|| ProtectionCache::new(plan.protection_rules()));
+        self.cache =
+            (plan.mode == Mode::Adaptive).then(|| ProtectionCache::new(plan.protection_rules()));
         self.schedule = plan.maintenance_windows.clone();
         self.in_window = false;
         self.warned_missing = false;
