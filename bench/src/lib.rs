@@ -794,8 +794,9 @@ pub fn render(report: &Report, header: &Header) -> String {
     s.push_str(&format!("Revision: {}  \n", header.revision));
     s.push_str(&format!(
         "Per row: {} measured requests after {} warm-up requests, over {WORKERS} workers; \
-         mean per request (fuel also the maximum). Request: GET without body or PUT with a \
-         {PUT_BODY_BYTES}-byte body; the upstream answers at once with a {RESPONSE_BODY_BYTES}-byte body.\n\n",
+         means per request, and the costliest single request's fuel. Request: GET without \
+         body or PUT with a {PUT_BODY_BYTES}-byte body; the upstream answers at once with a \
+         {RESPONSE_BODY_BYTES}-byte body.\n\n",
         header.requests,
         WORKERS * WARMUP_PER_WORKER
     ));
