@@ -36,7 +36,8 @@ pub fn warnings(input: &Input) -> Vec<String> {
                 if !timing::waits_possible(plan, timing::Host::Kong) {
                     out.push(format!(
                         "route `{}` has no `delay_endpoint`: on Kong its retries go at once, without \
-                         backoff and without waiting for `Retry-After` (see kong/delay-server.conf).",
+                         backoff, and a response whose `Retry-After` asks for a wait is passed on \
+                         unretried (see kong/delay-server.conf).",
                         r.name
                     ));
                 }
@@ -63,8 +64,9 @@ pub fn warnings(input: &Input) -> Vec<String> {
     if let Input::FilterConfig(plan) = input {
         if !timing::waits_possible(plan, timing::Host::Kong) {
             out.push(
-                "no `delay_endpoint`: on Kong this config retries at once, without backoff and \
-                 without waiting for `Retry-After`; the notice assumes a host that can wait."
+                "no `delay_endpoint`: on Kong this config retries at once, without backoff, and \
+                 passes a response whose `Retry-After` asks for a wait on unretried; the notice \
+                 assumes a host that can wait."
                     .into(),
             );
         }

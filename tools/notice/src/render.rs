@@ -62,6 +62,17 @@ pub struct Facts {
     pub budget: BudgetConfig,
     /// Envoy's response mode: the first attempt is the proxy's own, under its route timeout.
     pub response_mode: bool,
+    /// Adaptive mode: retries only while the gateway sees trouble or inside a window.
+    pub adaptive: Option<Adaptive>,
+}
+
+/// What adaptive mode changes for API consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adaptive {
+    /// How long one failure keeps retries on (`adaptive.window`), ms.
+    pub window_ms: u64,
+    /// The scheduled maintenance windows, as the filter logs them (UTC).
+    pub scheduled: Vec<String>,
 }
 
 /// `idempotency-key` -> `Idempotency-Key`.
@@ -110,11 +121,23 @@ pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
         plan
     };
     let t = timing(plan, host);
-    // Exhaustive on purpose: a new mode (adaptive, issue 6) must be described before the
-    // notice compiles again.
-    let response_mode = match plan.mode {
-        Mode::Response => true,
-        Mode::Auto | Mode::Dispatch => false,
+    // Exhaustive on purpose: a new mode must be described before the notice compiles again.
+    let (response_mode, adaptive) = match plan.mode {
+        Mode::Response => (true, None),
+        Mode::Auto | Mode::Dispatch => (false, None),
+        // Protected requests run as `auto` would: on Kong (or unknown) dispatch mode.
+        Mode::Adaptive => (
+            false,
+            Some(Adaptive {
+                window_ms: plan.adaptive.window_ms,
+                scheduled: plan
+                    .maintenance_windows
+                    .windows()
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect(),
+            }),
+        ),
     };
     let retry_after_statuses = if t.retry_after_cap_ms.is_some() {
         [429, 503]
@@ -143,6 +166,7 @@ pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
         max_body_bytes: plan.max_body_bytes,
         budget: plan.budget,
         response_mode,
+        adaptive,
     }
 }
 
@@ -406,6 +430,21 @@ mod en {
                 t.attempts,
                 waits(f)
             );
+            if let Some(a) = &f.adaptive {
+                let scheduled = if a.scheduled.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", and throughout the scheduled maintenance windows ({})",
+                        a.scheduled.join("; ")
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "- **When:** only while the gateway sees trouble. Normally requests go straight to the backend and are not retried; once the gateway sees one of the failures above, it retries requests for the next {} (longer while failures continue){scheduled}. The failure that first shows the trouble is passed on to you unretried — when a backend restarts, about one response per gateway worker process — so your client must still retry it (see below).",
+                    duration(a.window_ms, Lang::En)
+                );
+            }
             if !f.retry_after_statuses.is_empty() {
                 let s: Vec<String> = f.retry_after_statuses.iter().map(u16::to_string).collect();
                 let deadline_note = if retry_after_may_hit_deadline(f) {
@@ -416,17 +455,20 @@ mod en {
                 } else {
                     String::new()
                 };
-                let action = if f.timing.waits_possible {
-                    "waits as asked, then retries"
+                if f.timing.waits_possible {
+                    let _ = writeln!(
+                        out,
+                        "- **`Retry-After`:** on a {} response asking for up to {}, the gateway waits as asked, then retries{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
+                        s.join(" or "),
+                        duration(f.retry_after_max_ms, Lang::En)
+                    );
                 } else {
-                    "does not wait: it retries at once"
-                };
-                let _ = writeln!(
-                    out,
-                    "- **`Retry-After`:** on a {} response asking for up to {}, the gateway {action}{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
-                    s.join(" or "),
-                    duration(f.retry_after_max_ms, Lang::En)
-                );
+                    let _ = writeln!(
+                        out,
+                        "- **`Retry-After`:** the gateway cannot wait here, so a {} response that asks for a wait with `Retry-After` is not retried: it is passed on to you unchanged.",
+                        s.join(" or ")
+                    );
+                }
             }
         }
         // Time.
@@ -519,8 +561,13 @@ mod en {
             }
             let _ = writeln!(
                 out,
-                "- **Response header:** `{}` tells you how many attempts the gateway made (1 = no retry was needed); it is absent when the request was not eligible for gateway retries.",
-                f.attempts_header
+                "- **Response header:** `{}` tells you how many attempts the gateway made (1 = no retry was needed); it is absent when the request was not eligible for gateway retries{}.",
+                f.attempts_header,
+                if f.adaptive.is_some() {
+                    " or went straight through because the gateway saw no trouble"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -736,6 +783,18 @@ mod zh {
                 t.attempts,
                 waits(f)
             );
+            if let Some(a) = &f.adaptive {
+                let scheduled = if a.scheduled.is_empty() {
+                    String::new()
+                } else {
+                    format!("；计划维护窗口（{}）内也全程重试", a.scheduled.join("；"))
+                };
+                let _ = writeln!(
+                    out,
+                    "- **何时重试：** 只在网关发现故障时。平时请求直接转发到后端，不做重试；网关一旦看到上面列出的某种失败，就在之后 {}内重试请求（失败持续时会顺延）{scheduled}。最先暴露故障的那个失败响应不会被重试，会原样返回给你——后端重启时，大约每个网关工作进程一个——所以你的客户端仍然需要重试（见下文）。",
+                    duration(a.window_ms, Lang::Zh)
+                );
+            }
             if !f.retry_after_statuses.is_empty() {
                 let s: Vec<String> = f.retry_after_statuses.iter().map(u16::to_string).collect();
                 let deadline_note = if retry_after_may_hit_deadline(f) {
@@ -746,17 +805,20 @@ mod zh {
                 } else {
                     String::new()
                 };
-                let action = if f.timing.waits_possible {
-                    "网关就等够再重试"
+                if f.timing.waits_possible {
+                    let _ = writeln!(
+                        out,
+                        "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {}，网关就等够再重试{deadline_note}；更长的会原样返回给你。",
+                        s.join(" 或 "),
+                        duration(f.retry_after_max_ms, Lang::Zh)
+                    );
                 } else {
-                    "网关不会等待，而是立即重试"
-                };
-                let _ = writeln!(
-                    out,
-                    "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {}，{action}{deadline_note}；更长的会原样返回给你。",
-                    s.join(" 或 "),
-                    duration(f.retry_after_max_ms, Lang::Zh)
-                );
+                    let _ = writeln!(
+                        out,
+                        "- **`Retry-After`：** 网关在这里无法等待，所以带 `Retry-After` 要求等待的 {} 响应不会被重试，会原样返回给你。",
+                        s.join(" 或 ")
+                    );
+                }
             }
         }
         if f.retries == 0 {
@@ -839,8 +901,13 @@ mod zh {
             }
             let _ = writeln!(
                 out,
-                "- **响应头：** `{}` 表示网关一共尝试了几次（1 表示没有重试）；不符合网关重试条件的请求不带这个头。",
-                f.attempts_header
+                "- **响应头：** `{}` 表示网关一共尝试了几次（1 表示没有重试）；不符合网关重试条件的请求{}不带这个头。",
+                f.attempts_header,
+                if f.adaptive.is_some() {
+                    "，以及网关未发现故障、直接转发的请求，"
+                } else {
+                    ""
+                }
             );
         }
     }

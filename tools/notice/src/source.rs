@@ -405,7 +405,7 @@ fn parse_config(route: &str, origin: &Origin, v: &Value) -> Result<Plan, SourceE
                 allowed: "response mode is Envoy's; on Kong the filter refuses it, use \"auto\" or \"dispatch\"".into(),
             },
         }),
-        Mode::Auto | Mode::Dispatch => Ok(plan),
+        Mode::Auto | Mode::Dispatch | Mode::Adaptive => Ok(plan),
     }
 }
 

@@ -12,7 +12,8 @@
 //!   never takes longer than `deadline` at the gateway: the longest is
 //!   `min(deadline, sum of attempts and waits)`.
 //! - On Kong, waiting needs `delay_endpoint` (Kong offers a filter no per-request timer); without
-//!   it the filter retries at once, backoff and `Retry-After` included (src/adapter/driver.rs).
+//!   it the filter retries at once without backoff, and a response whose `Retry-After` asks for
+//!   a wait is passed on unretried (`StopReason::CannotWait` in src/exchange.rs).
 
 use kong_retry::config::{Backoff, Mode, Plan};
 
@@ -30,7 +31,8 @@ pub enum Host {
 pub fn waits_possible(plan: &Plan, host: Host) -> bool {
     let kong_like = match plan.mode {
         Mode::Response => false,
-        Mode::Auto | Mode::Dispatch => true,
+        // Adaptive mode retries in dispatch mode on Kong.
+        Mode::Auto | Mode::Dispatch | Mode::Adaptive => true,
     };
     !(host == Host::Kong && kong_like && plan.delay_endpoint.is_none())
 }

@@ -132,8 +132,8 @@ fn multi_route_fixture_notice_text() {
         "## Route `catalog-read` — `/catalog`",
         "up to 3 retries after the first attempt (4 attempts in total), retrying at once, without waiting between attempts.",
         "**Longest a request can take at the gateway:** 3.5 s. 4 attempts of up to 1 s each could add up to 4 s,",
-        // A Retry-After the deadline leaves no room for ends the request instead.
-        "on a 503 response asking for up to 10 s, the gateway does not wait: it retries at once, provided the retry can still finish within the overall deadline of 3.5 s;",
+        // Kong without delay_endpoint cannot wait: a Retry-After response goes to the client.
+        "the gateway cannot wait here, so a 503 response that asks for a wait with `Retry-After` is not retried: it is passed on to you unchanged.",
         "## Route `catalog-search` — `/search` · `api.example.com`",
         "429, 500–599 responses",
         "on a 429 or 503 response asking for up to 2 s, the gateway waits as asked, then retries;",
@@ -161,6 +161,36 @@ fn multi_route_fixture_notice_text() {
     ] {
         assert!(zh.contains(needle), "missing {needle:?} in:\n{zh}");
     }
+}
+
+#[test]
+fn adaptive_mode_says_when_retries_are_on() {
+    let config = r#"{"mode":"adaptive","upstream":"orders:8080","delay_endpoint":"127.0.0.1:8555",
+        "adaptive":{"window":20000},
+        "maintenance_windows":[{"start":"2026-12-01T01:00:00Z","end":"2026-12-01T03:00:00Z"},
+        {"daily":{"start":"23:00","end":"23:30"}}]}"#;
+    let input = load(config, DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, None);
+    for needle in [
+        "- **When:** only while the gateway sees trouble.",
+        "it retries requests for the next 20 s (longer while failures continue), and throughout the scheduled maintenance windows (2026-12-01T01:00:00Z/2026-12-01T03:00:00Z; daily 23:00/23:30 UTC).",
+        "The failure that first shows the trouble is passed on to you unretried",
+        "or went straight through because the gateway saw no trouble",
+    ] {
+        assert!(en.contains(needle), "missing {needle:?} in:\n{en}");
+    }
+    let zh = render(&input, Lang::Zh, None);
+    for needle in [
+        "- **何时重试：** 只在网关发现故障时。",
+        "就在之后 20 秒内重试请求",
+        "daily 23:00/23:30 UTC",
+        "最先暴露故障的那个失败响应不会被重试",
+    ] {
+        assert!(zh.contains(needle), "missing {needle:?} in:\n{zh}");
+    }
+    // Other modes say nothing of it.
+    let input = load(r#"{"upstream":"orders:8080"}"#, DEFAULT_FILTER_NAME).unwrap();
+    assert!(!render(&input, Lang::En, None).contains("**When:**"));
 }
 
 #[test]
