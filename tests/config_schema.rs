@@ -185,15 +185,9 @@ fn invalid_fixtures_are_rejected_by_schema_and_parser_naming_the_field() {
             "tests/config/invalid/{name}: name it <field>__<what>.json"
         );
         let verdict = verdicts(&v, config);
-        let hint = if name.starts_with("mode__adaptive") {
-            " (if `adaptive` has landed: move this fixture to valid/ and add the mode and its \
-             fields to kong/kong_retry.meta.json)"
-        } else {
-            ""
-        };
         assert!(
             verdict.schema.is_err() && verdict.parser.is_err(),
-            "tests/config/invalid/{name}: {}{hint}",
+            "tests/config/invalid/{name}: {}",
             verdict.describe()
         );
         let field = field_of(name);
@@ -330,22 +324,32 @@ fn sample(path: &str) -> Option<Value> {
         "upstream" => json!("orders.internal:8080"),
         "delay_endpoint" => json!("127.0.0.1:8555"),
         "backoff.interval" => json!(1000),
+        "maintenance_windows" => json!([{"daily": {"start": "01:00", "end": "02:00"}}]),
         _ => return None,
     })
 }
+
+/// Top-level fields that only `"mode": "adaptive"` accepts.
+const ADAPTIVE_ONLY: [&str; 2] = ["adaptive", "maintenance_windows"];
 
 /// A config that sets `path` (dotted) to `value`, plus the partner fields that the
 /// cross-field rules need for the field to be judged alone. These rules are the ones listed
 /// in [`EXCEPTIONS`] and in the schema's `allOf`/`anyOf`:
 /// * `deadline >= per_try_timeout` (defaults 10000 and 2000);
 /// * backoff `interval` only with `"strategy":"fixed"`, which requires it;
-/// * backoff `max_interval >= base_interval` (default base 25).
+/// * backoff `max_interval >= base_interval` (default base 25);
+/// * `adaptive` and `maintenance_windows` only with `"mode":"adaptive"`;
+/// * `adaptive.cache <= adaptive.window` (default 30000).
 fn with_field(path: &str, value: Value) -> Value {
     if path.is_empty() {
         return value;
     }
     let mut cfg = json!({});
+    if ADAPTIVE_ONLY.contains(&path.split('.').next().unwrap_or_default()) {
+        cfg["mode"] = json!("adaptive");
+    }
     match path {
+        "adaptive.cache" => cfg["adaptive"] = json!({"window": 3_600_000}),
         "per_try_timeout" => cfg["deadline"] = json!(config::MAX_DURATION_MS),
         "deadline" => cfg["per_try_timeout"] = json!(1),
         "backoff.interval" => cfg["backoff"] = json!({"strategy": "fixed"}),
@@ -486,17 +490,37 @@ fn schema_defaults_are_the_parser_defaults() {
     let s = schema();
     let v = validator();
     let mut all = Map::new();
+    let mut adaptive = Map::new();
     for (name, sub) in s["properties"].as_object().expect("properties") {
         if let Some(d) = sub.get("default") {
-            all.insert(name.clone(), d.clone());
+            if ADAPTIVE_ONLY.contains(&name.as_str()) {
+                adaptive.insert(name.clone(), d.clone());
+            } else {
+                all.insert(name.clone(), d.clone());
+            }
         }
     }
+    let mut all_adaptive = all.clone();
     let all = Value::Object(all);
     assert!(assert_agree(&v, "all defaults", &all));
     assert_eq!(
         config::parse(all.to_string().as_bytes()).expect("accepted"),
         Plan::default(),
         "a config spelling out every schema default must parse to the parser's defaults: {all}"
+    );
+    // Adaptive mode's own fields, spelled out at their defaults, change nothing but the mode.
+    assert_eq!(adaptive.len(), ADAPTIVE_ONLY.len(), "{adaptive:?}");
+    all_adaptive.extend(adaptive);
+    all_adaptive.insert("mode".into(), json!("adaptive"));
+    let all_adaptive = Value::Object(all_adaptive);
+    assert!(assert_agree(&v, "all defaults, adaptive", &all_adaptive));
+    assert_eq!(
+        config::parse(all_adaptive.to_string().as_bytes()).expect("accepted"),
+        Plan {
+            mode: config::Mode::Adaptive,
+            ..Plan::default()
+        },
+        "{all_adaptive}"
     );
     // And each object's nested defaults agree with the object's own default.
     for (path, sub) in fields(&s) {
@@ -676,6 +700,83 @@ fn methods_grammar_agrees() {
     );
 }
 
+#[test]
+fn maintenance_window_timestamps_agree() {
+    // The one-off timestamp grammar: each part of a good timestamp replaced in turn, and
+    // every month against every day (calendar rules are the parser's alone, see EXCEPTIONS).
+    let item = &schema()["properties"]["maintenance_windows"]["items"]["properties"]["start"];
+    let v = jsonschema::draft4::new(item).expect("the timestamp schema compiles");
+    let parts: [&[&str]; 10] = [
+        &["2026", "1970", "1969", "0000", "9999", "202", "20266"],
+        &["-", "/"],
+        &["12", "01", "02", "13", "00", "1"],
+        &["-"],
+        &["01", "28", "29", "30", "31", "32", "00", "1"],
+        &["T", "t", " ", "TT"],
+        &["01:00", "00:00", "23:59", "24:00", "23:60", "1:00"],
+        &[":00", ":59", ":60", ""],
+        &["", ".5", ".123456789", ".1234567890", "."],
+        &["Z", "z", "+00:00", "-00:00", "+01:00", "", "Z "],
+    ];
+    let base: Vec<&str> = parts.iter().map(|p| p[0]).collect();
+    let mut candidates = Vec::new();
+    for (i, options) in parts.iter().enumerate() {
+        for o in options.iter() {
+            let mut c = base.clone();
+            c[i] = o;
+            candidates.push(c.concat());
+        }
+    }
+    for month in parts[2] {
+        for day in parts[4] {
+            let mut c = base.clone();
+            c[2] = month;
+            c[4] = day;
+            candidates.push(c.concat());
+        }
+    }
+    let (mut yes, mut no) = (0, 0);
+    for c in candidates {
+        let schema_ok = v.is_valid(&json!(c));
+        let parser_ok = kong_retry::maintenance::parse_timestamp(&c).is_ok();
+        let calendar_only = matches!(
+            c.get(5..7).zip(c.get(8..10)),
+            Some(("02", "29" | "30" | "31")) | Some(("04" | "06" | "09" | "11", "31"))
+        );
+        if calendar_only && schema_ok && !parser_ok {
+            continue;
+        }
+        assert_eq!(schema_ok, parser_ok, "timestamp {c:?}: schema vs parser");
+        if parser_ok {
+            yes += 1;
+        } else {
+            no += 1;
+        }
+    }
+    assert!(yes > 5 && no > 20, "{yes} accepted, {no} rejected");
+}
+
+#[test]
+fn maintenance_window_times_of_day_agree() {
+    let v = validator();
+    let (mut yes, mut no) = (0, 0);
+    for s in combinations(&["0", "1", "2", "3", "5", "9", "6", ":", " "], 5) {
+        if s == "12:34" {
+            continue; // equal to the end: see EXCEPTIONS
+        }
+        let cfg = json!({
+            "mode": "adaptive",
+            "maintenance_windows": [{"daily": {"start": s, "end": "12:34"}}]
+        });
+        if assert_agree(&v, "daily.start", &cfg) {
+            yes += 1;
+        } else {
+            no += 1;
+        }
+    }
+    assert!(yes > 100 && no > 100, "{yes} accepted, {no} rejected");
+}
+
 /// Every list of 0 to 2 of `items`.
 fn compare_lists(field: &str, items: &[Value]) {
     let v = validator();
@@ -730,6 +831,47 @@ const EXCEPTIONS: &[(&str, bool, bool, &str)] = &[
         false,
         "backoff max_interval >= base_interval compares two given values (draft 4 cannot); \
          max_interval against the default base (25) is covered",
+    ),
+    (
+        r#"{"mode":"adaptive","adaptive":{"window":2000,"cache":3000}}"#,
+        true,
+        false,
+        "adaptive.cache <= adaptive.window compares two given values (draft 4 cannot); cache \
+         against the default window (30000) is covered",
+    ),
+    (
+        r#"{"mode":"adaptive","maintenance_windows":[{"start":"2026-12-01T03:00:00Z","end":"2026-12-01T01:00:00Z"}]}"#,
+        true,
+        false,
+        "a one-off window's end must be after its start: comparing two timestamps is beyond \
+         draft 4; the schema checks each one's shape",
+    ),
+    (
+        r#"{"mode":"adaptive","maintenance_windows":[{"start":"2026-12-01T00:00:00Z","end":"2026-12-08T00:00:01Z"}]}"#,
+        true,
+        false,
+        "a one-off window lasts at most 7 days (date arithmetic, beyond draft 4)",
+    ),
+    (
+        r#"{"mode":"adaptive","maintenance_windows":[{"start":"2027-02-29T01:00:00Z","end":"2027-03-01T01:00:00Z"}]}"#,
+        true,
+        false,
+        "calendar dates: the schema's pattern allows day 01-31 in every month; the parser \
+         knows month lengths and leap years",
+    ),
+    (
+        r#"{"mode":"adaptive","maintenance_windows":[{"daily":{"start":"01:00","end":"01:00"}}]}"#,
+        true,
+        false,
+        "a daily window whose end equals its start is ambiguous (empty or 24 hours); two given \
+         values compared",
+    ),
+    (
+        r#"{"mode":"adaptive","maintenance_windows":[{"daily":{"start":"00:00","end":"12:00"}},{"daily":{"start":"12:00","end":"00:00"}}]}"#,
+        true,
+        false,
+        "daily windows that together cover the whole day are refused (that is dispatch mode); \
+         a union of intervals is beyond draft 4",
     ),
     (
         r#"{"upstream":"orders.ünicode.svc:8080"}"#,
