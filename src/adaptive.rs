@@ -46,6 +46,47 @@ pub fn reveals_trouble(retry_on: &RetryOn, proxy: ProxyFailureStatuses, status: 
         || (status == proxy.timeout && retry_on.timeout)
 }
 
+/// The statuses that reveal trouble for one plan on one proxy, as a bit set: the calm path
+/// asks for every response, so the answer is one shift, not a search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevealingStatuses([u64; 4]);
+
+impl RevealingStatuses {
+    /// Lowest status the set can hold (`retry_on` takes 400–599).
+    const FIRST: u16 = 400;
+
+    /// [`reveals_trouble`] for every status, computed once.
+    pub fn new(retry_on: &RetryOn, proxy: ProxyFailureStatuses) -> Self {
+        let mut bits = [0u64; 4];
+        for status in Self::FIRST..Self::FIRST + 256 {
+            if reveals_trouble(retry_on, proxy, status) {
+                let i = usize::from(status - Self::FIRST);
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        RevealingStatuses(bits)
+    }
+
+    /// Does this status reveal trouble?
+    pub fn contains(&self, status: u16) -> bool {
+        match status.checked_sub(Self::FIRST).map(usize::from) {
+            Some(i) if i < 256 => self.0[i / 64] & (1 << (i % 64)) != 0,
+            _ => false,
+        }
+    }
+}
+
+/// The `:status` pseudo-header's value as a status code: three ASCII digits (surrounding
+/// ASCII whitespace allowed). Hand-written because it runs on every calm response.
+pub fn parse_status(value: &[u8]) -> Option<u16> {
+    match value.trim_ascii() {
+        [a, b, c] if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
 /// How adaptive mode handles one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
@@ -111,6 +152,47 @@ mod tests {
             assert!(reveals_trouble(&on, KONG, s) && reveals_trouble(&on, ENVOY, s));
         }
         assert!(!reveals_trouble(&on, KONG, 500));
+    }
+
+    #[test]
+    fn the_bit_set_agrees_with_the_rule() {
+        for json in [
+            "{}",
+            r#"{"retry_on":"5xx,429"}"#,
+            r#"{"retry_on":"connect-failure"}"#,
+            r#"{"retry_on":"timeout,400,599"}"#,
+        ] {
+            let on = retry_on(json);
+            for proxy in [KONG, ENVOY] {
+                let set = RevealingStatuses::new(&on, proxy);
+                for status in 0..1000 {
+                    assert_eq!(
+                        set.contains(status),
+                        reveals_trouble(&on, proxy, status),
+                        "{json} {proxy:?} {status}"
+                    );
+                }
+            }
+        }
+        assert!(!RevealingStatuses::default().contains(503));
+    }
+
+    #[test]
+    fn status_values() {
+        assert_eq!(parse_status(b"503"), Some(503));
+        assert_eq!(parse_status(b" 200\t"), Some(200));
+        assert_eq!(parse_status(b"099"), Some(99));
+        for bad in [
+            &b""[..],
+            b"50",
+            b"5030",
+            b"5x3",
+            b"+50",
+            b"\xff\xfe\xfd",
+            b"50 3",
+        ] {
+            assert_eq!(parse_status(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -350,6 +350,35 @@ impl ProtectionCache {
         entry.answer(now_ms)
     }
 
+    /// Until when (host ms, exclusive) [`Self::is_protected`] is sure to answer
+    /// [`Protection::Calm`] for `scope_id` without reading the store, as of `now_ms`;
+    /// `now_ms` or earlier when it is not calm now or would read at once.
+    ///
+    /// Lets a caller that asks about the same scope on every request skip the lookup while
+    /// nothing can change: the answer only changes by a read (due at this instant), by
+    /// [`Self::mark_failure`] (the caller must forget the instant then), or by a clock that
+    /// goes back (the caller must check `now_ms` against when it asked).
+    pub fn calm_until_ms(&self, scope_id: &str, now_ms: u64) -> u64 {
+        let prefix_len = self.prefix_len;
+        let Some(entry) = self
+            .entries
+            .iter()
+            .find(|e| e.key.get(prefix_len..) == Some(scope_id))
+        else {
+            return now_ms;
+        };
+        if entry.answer(now_ms) != Protection::Calm || entry.needs_read(now_ms, self.rules.cache_ms)
+        {
+            return now_ms;
+        }
+        // Calm now means every known end is in the past, so no expiry can trigger a read;
+        // only the cache age can.
+        match entry.read_at_ms {
+            Some(read_at) => read_at.saturating_add(self.rules.cache_ms),
+            None => now_ms,
+        }
+    }
+
     /// Records a retryable outcome for `scope_id`: protects it until `now + window`
     /// (never shortening a longer protection) in shared data and in this worker's cache.
     ///
@@ -655,6 +684,43 @@ mod tests {
             }
             assert_eq!(store.gets(), 5, "{rule:?}");
         }
+    }
+
+    #[test]
+    fn calm_until_is_when_the_next_read_is_due() {
+        let store = MemoryStore::new(CasRule::Kong);
+        let mut worker = cache();
+        assert_eq!(worker.calm_until_ms(SCOPE, T0), T0, "never asked");
+        assert_eq!(worker.is_protected(&store, SCOPE, T0), Protection::Calm);
+        assert_eq!(worker.calm_until_ms(SCOPE, T0 + 10), T0 + 1_000);
+        // Asked before that instant, the cache answers calm without a read, as promised.
+        for t in [T0 + 10, T0 + 500, T0 + 999] {
+            assert_eq!(worker.is_protected(&store, SCOPE, t), Protection::Calm);
+        }
+        assert_eq!(store.gets(), 1);
+        // At that instant it reads.
+        assert_eq!(worker.calm_until_ms(SCOPE, T0 + 1_000), T0 + 1_000);
+        worker.is_protected(&store, SCOPE, T0 + 1_000);
+        assert_eq!(store.gets(), 2);
+        // Protected: nothing to promise; calm again once it ends and has been re-read.
+        worker.mark_failure(&store, SCOPE, T0 + 1_100).unwrap();
+        assert_eq!(worker.calm_until_ms(SCOPE, T0 + 1_200), T0 + 1_200);
+        let end = T0 + 31_100;
+        assert_eq!(worker.calm_until_ms(SCOPE, end), end, "a read is due");
+        assert_eq!(worker.is_protected(&store, SCOPE, end), Protection::Calm);
+        assert_eq!(worker.calm_until_ms(SCOPE, end), end + 1_000);
+        // No cache: never anything to promise.
+        let mut worker = ProtectionCache::new(ProtectionRules::new(30_000, 0, None).unwrap());
+        worker.is_protected(&store, SCOPE, T0);
+        assert_eq!(worker.calm_until_ms(SCOPE, T0), T0);
+        // An unreadable store is not calm.
+        let mut worker = cache();
+        store.set_unavailable(true);
+        assert_eq!(
+            worker.is_protected(&store, SCOPE, T0),
+            Protection::StoreUnavailable
+        );
+        assert_eq!(worker.calm_until_ms(SCOPE, T0 + 1), T0 + 1);
     }
 
     #[test]

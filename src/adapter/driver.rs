@@ -15,7 +15,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Path of the loopback delay server's endpoint (kong/delay-server.conf).
@@ -50,7 +50,8 @@ pub struct Driver {
     id: u32,
     shared: Rc<Shared>,
     host: Host,
-    exchange: Option<Exchange>,
+    /// Boxed: the calm path has none, and a smaller driver is cheaper to create.
+    exchange: Option<Box<Exchange>>,
     tokens: BTreeMap<u32, Purpose>,
     /// Kong: the local response's body must be put back byte-exact in the body phase.
     body_fix_pending: bool,
@@ -62,11 +63,16 @@ pub struct Driver {
     watch: Option<Watch>,
     /// The host can wait between attempts (not Kong without `delay_endpoint`).
     can_wait: bool,
+    /// This driver, for the root's registry: registered only when the root must act for
+    /// the request (an Envoy wait), so that a request that never waits costs no map entry.
+    this: Weak<RefCell<Driver>>,
+    registered: bool,
 }
 
 /// Adaptive mode: which protection scope a request belongs to, and which way it went.
 struct Watch {
-    scope: String,
+    /// `None`: the VM's fixed scope (see `VmProtection::fixed_scope`).
+    scope: Option<String>,
     /// It took the native path because the scope was calm: a failure it reveals reaches
     /// the client as it is.
     calm: bool,
@@ -78,13 +84,13 @@ struct HostEnv<'a> {
     scope: &'a str,
     context_id: u32,
     can_wait: bool,
-    /// Adaptive mode: the protection scope failures are reported to.
-    protection_scope: Option<&'a str>,
+    /// Adaptive mode: failures are reported to the protection scope `.0` (`None`: fixed).
+    watch: Option<Option<&'a str>>,
 }
 
 /// Reports a retryable outcome to the worker's protection cache (adaptive mode); counts and
-/// logs a protection that this starts.
-fn report_failure(shared: &Shared, host: Host, scope: &str, ctx: u32, outcome: Outcome) {
+/// logs a protection that this starts. `scope`: `None` for the VM's fixed scope.
+fn report_failure(shared: &Shared, host: Host, scope: Option<&str>, ctx: u32, outcome: Outcome) {
     let (Ok(mut store), Ok(mut protection)) = (
         shared.store.try_borrow_mut(),
         shared.protection.try_borrow_mut(),
@@ -92,13 +98,14 @@ fn report_failure(shared: &Shared, host: Host, scope: &str, ctx: u32, outcome: O
         return;
     };
     let transition = protection.mark_failure(&mut store, host, scope, abi::now_ms());
-    drop((store, protection));
     if let Some(counter) = transition.and_then(metrics::on_protection) {
-        shared.metrics.borrow_mut().add(counter);
         log::info!(
-            "kong_retry [{ctx}]: adaptive: protection of {scope} started after {}",
+            "kong_retry [{ctx}]: adaptive: protection of {} started after {}",
+            scope.or(protection.fixed_scope()).unwrap_or_default(),
             outcome.label()
         );
+        drop((store, protection));
+        shared.metrics.borrow_mut().add(counter);
     }
 }
 
@@ -145,13 +152,26 @@ impl Env for HostEnv<'_> {
         self.can_wait
     }
     fn failure_seen(&mut self, outcome: Outcome) {
-        if let Some(scope) = self.protection_scope {
+        if let Some(scope) = self.watch {
             report_failure(self.shared, self.host, scope, self.context_id, outcome);
         }
     }
 }
 
 impl Driver {
+    /// Forgets the finished request (its memory too), so the driver can serve the next.
+    fn reset(&mut self) {
+        self.host = Host::Unknown;
+        self.exchange = None;
+        self.tokens.clear();
+        self.body_fix_pending = false;
+        self.scope.clear();
+        self.counted = false;
+        self.watch = None;
+        self.can_wait = true;
+        self.registered = false;
+    }
+
     fn handle(&mut self, event: Event) -> Option<Action> {
         let shared = self.shared.clone();
         let mut env = HostEnv {
@@ -160,16 +180,19 @@ impl Driver {
             scope: &self.scope,
             context_id: self.id,
             can_wait: self.can_wait,
-            protection_scope: self.watch.as_ref().map(|w| w.scope.as_str()),
+            watch: self.watch.as_ref().map(|w| w.scope.as_deref()),
         };
-        let action = self.exchange.as_mut().map(|x| x.handle(event, &mut env));
+        let action = self
+            .exchange
+            .as_deref_mut()
+            .map(|x| x.handle(event, &mut env));
         self.count_end();
         action
     }
 
     /// Counts how the request ended, once, as soon as it is over.
     fn count_end(&mut self) {
-        let Some(x) = self.exchange.as_ref() else {
+        let Some(x) = self.exchange.as_deref() else {
             return;
         };
         if self.counted || !metrics::finished(x) {
@@ -196,11 +219,15 @@ impl Driver {
             .find_map(|p| abi::property(p).and_then(|v| String::from_utf8(v).ok()))
     }
 
-    /// Adaptive mode: the protection scope of this request. Upstream scope: the configured
-    /// `upstream`, else the route's service (Kong `kong.service_id`: a short id, read instead
-    /// of parsing `kong.router.service` on the calm path) or cluster (Envoy
-    /// `xds.cluster_name`). Route scope: the route id, else the upstream scope.
-    fn protection_scope(&self, plan: &Plan) -> String {
+    /// Adaptive mode: the protection scope of this request; `None` when the config fixes it
+    /// (see `VmProtection::fixed_scope`). Upstream scope: the configured `upstream`, else the
+    /// route's service (Kong `kong.service_id`: a short id, read instead of parsing
+    /// `kong.router.service` on the calm path) or cluster (Envoy `xds.cluster_name`). Route
+    /// scope: the route id, else the upstream scope.
+    fn protection_scope(&self, plan: &Plan) -> Option<String> {
+        if plan.adaptive.scope == ProtectionScope::Upstream && plan.upstream.is_some() {
+            return None;
+        }
         let upstream = || match &plan.upstream {
             Some(u) => Some(u.target.clone()),
             None => {
@@ -216,7 +243,7 @@ impl Driver {
             ProtectionScope::Route => self.route_id().or_else(upstream),
         };
         // Nothing names the scope: all requests of this filter share one flag.
-        scope.unwrap_or_else(|| "unscoped".to_string())
+        Some(scope.unwrap_or_else(|| "unscoped".to_string()))
     }
 
     /// Adaptive mode: is this request's scope calm (native path, the filter only watches)
@@ -227,9 +254,13 @@ impl Driver {
             self.shared.store.try_borrow_mut(),
             self.shared.protection.try_borrow_mut(),
         ) {
-            (Ok(mut store), Ok(mut protection)) => {
-                protection.check(&mut store, self.host, &scope, abi::now_ms(), self.id)
-            }
+            (Ok(mut store), Ok(mut protection)) => protection.check(
+                &mut store,
+                self.host,
+                scope.as_deref(),
+                abi::now_ms(),
+                self.id,
+            ),
             _ => Protection::Calm,
         };
         let handling = Handling::of(protection);
@@ -253,20 +284,14 @@ impl Driver {
         let Ok(Some(value)) = abi::get_header(abi::RESPONSE_HEADERS, ":status") else {
             return;
         };
-        let Some(status) = std::str::from_utf8(&value)
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok())
-        else {
+        let Some(status) = adaptive::parse_status(&value) else {
             return;
         };
-        let proxy = match self.host {
-            Host::Envoy => adaptive::ENVOY,
-            Host::Kong | Host::Unknown => adaptive::KONG,
-        };
-        let reveals = match self.shared.plan.borrow().as_ref() {
-            Some(plan) => adaptive::reveals_trouble(&plan.retry_on, proxy, status),
-            None => false,
-        };
+        let reveals = self
+            .shared
+            .protection
+            .try_borrow()
+            .is_ok_and(|p| p.reveals(self.host, status));
         if !reveals {
             return;
         }
@@ -279,7 +304,7 @@ impl Driver {
         report_failure(
             &self.shared,
             self.host,
-            &watch.scope,
+            watch.scope.as_deref(),
             self.id,
             Outcome::Status(status),
         );
@@ -356,8 +381,12 @@ impl Driver {
         if plan.mode == Mode::Adaptive && self.adaptive_handling(&plan) == Handling::Watch {
             return HostAction::Continue;
         }
-        self.exchange = self.start_exchange(plan);
-        let Some(target) = self.exchange.as_ref().map(|x| x.target().upstream.clone()) else {
+        self.exchange = self.start_exchange(plan).map(Box::new);
+        let Some(target) = self
+            .exchange
+            .as_deref()
+            .map(|x| x.target().upstream.clone())
+        else {
             return HostAction::Continue;
         };
         let headers = match abi::get_headers(abi::REQUEST_HEADERS) {
@@ -382,7 +411,7 @@ impl Driver {
     }
 
     fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
-        let Some(x) = self.exchange.as_ref() else {
+        let Some(x) = self.exchange.as_deref() else {
             return HostAction::Continue;
         };
         let max = x.max_body_bytes();
@@ -401,7 +430,7 @@ impl Driver {
     }
 
     fn on_response_headers(&mut self) -> HostAction {
-        let Some(x) = self.exchange.as_ref() else {
+        let Some(x) = self.exchange.as_deref() else {
             self.watch_native_response();
             return HostAction::Continue;
         };
@@ -432,7 +461,7 @@ impl Driver {
     fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
         // Response mode: the native response is held while a retry runs (Envoy delivers its
         // body even though the headers were paused).
-        if self.exchange.as_ref().is_some_and(Exchange::retrying) {
+        if self.exchange.as_deref().is_some_and(Exchange::retrying) {
             return HostAction::Pause;
         }
         if !self.body_fix_pending {
@@ -442,7 +471,7 @@ impl Driver {
             return HostAction::Pause;
         }
         self.body_fix_pending = false;
-        if let Some(sent) = self.exchange.as_ref().and_then(Exchange::sent_response) {
+        if let Some(sent) = self.exchange.as_deref().and_then(Exchange::sent_response) {
             if let Err(s) = abi::set_buffer(abi::HTTP_RESPONSE_BODY, 0, body_size, &sent.body) {
                 log::warn!(
                     "kong_retry [{}]: cannot restore the response body (status {})",
@@ -489,7 +518,7 @@ impl Driver {
 
     /// Tells the client how many attempts a natively proxied response took.
     fn label_native_response(&self) {
-        let Some(x) = self.exchange.as_ref() else {
+        let Some(x) = self.exchange.as_deref() else {
             return;
         };
         let attempts = x.attempts().max(1).to_string();
@@ -587,7 +616,7 @@ impl Driver {
                         "kong_retry [{}]: answering {} after {} attempt(s)",
                         self.id,
                         resp.status,
-                        self.exchange.as_ref().map_or(0, Exchange::attempts)
+                        self.exchange.as_deref().map_or(0, Exchange::attempts)
                     );
                     match abi::send_local_response(resp.status, &resp.headers, &resp.body) {
                         Ok(()) => return HostAction::Pause,
@@ -637,7 +666,7 @@ impl Driver {
     }
 
     fn dispatch(&mut self, attempt: &Attempt) -> Result<(), ()> {
-        let Some(x) = self.exchange.as_ref() else {
+        let Some(x) = self.exchange.as_deref() else {
             return Err(());
         };
         let headers = x.dispatch_headers(attempt.number);
@@ -699,6 +728,10 @@ impl Driver {
     fn wait(&mut self, ms: u64, next_attempt: u32) -> bool {
         match self.host {
             Host::Envoy => {
+                if !self.registered {
+                    self.registered = true;
+                    self.shared.register(self.id, self.this.clone());
+                }
                 if self.shared.schedule(self.id, ms) {
                     return true;
                 }
@@ -810,21 +843,33 @@ pub struct HttpShim {
 }
 
 impl HttpShim {
-    /// A new request context.
+    /// A new request context, on a spare driver if the VM has one.
     pub fn new(id: u32, shared: Rc<Shared>) -> Self {
-        let driver = Rc::new(RefCell::new(Driver {
-            id,
-            shared: shared.clone(),
-            host: Host::Unknown,
-            exchange: None,
-            tokens: BTreeMap::new(),
-            body_fix_pending: false,
-            scope: String::new(),
-            counted: false,
-            watch: None,
-            can_wait: true,
-        }));
-        shared.register(id, &driver);
+        let spare = shared.spare_drivers.borrow_mut().pop();
+        let driver = match spare {
+            Some(driver) => {
+                if let Ok(mut d) = driver.try_borrow_mut() {
+                    d.id = id;
+                }
+                driver
+            }
+            None => Rc::new_cyclic(|this| {
+                RefCell::new(Driver {
+                    id,
+                    shared: shared.clone(),
+                    host: Host::Unknown,
+                    exchange: None,
+                    tokens: BTreeMap::new(),
+                    body_fix_pending: false,
+                    scope: String::new(),
+                    counted: false,
+                    watch: None,
+                    can_wait: true,
+                    this: this.clone(),
+                    registered: false,
+                })
+            }),
+        };
         HttpShim { id, shared, driver }
     }
 
@@ -839,9 +884,32 @@ impl HttpShim {
     }
 }
 
+/// Spare drivers a VM keeps (about the requests one worker has in flight at once).
+const SPARE_DRIVERS: usize = 64;
+
 impl Drop for HttpShim {
     fn drop(&mut self) {
-        self.shared.unregister(self.id);
+        let reusable = match self.driver.try_borrow_mut() {
+            Ok(mut d) => {
+                if d.registered {
+                    self.shared.unregister(self.id);
+                }
+                d.reset();
+                // Nobody else holds it (a root callback would hold a strong reference).
+                Rc::strong_count(&self.driver) == 1
+            }
+            Err(_) => {
+                self.shared.unregister(self.id);
+                false
+            }
+        };
+        if reusable {
+            if let Ok(mut spare) = self.shared.spare_drivers.try_borrow_mut() {
+                if spare.len() < SPARE_DRIVERS {
+                    spare.push(self.driver.clone());
+                }
+            }
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 
 use super::root::Host;
 use super::store::{HostStore, NoStore, StoreAccess, StoreState};
-use crate::config::{Mode, Plan};
+use crate::adaptive::{self, RevealingStatuses};
+use crate::config::{Mode, Plan, ProtectionScope};
 use crate::maintenance::MaintenanceSchedule;
 use crate::protection::{Protection, ProtectionCache, Transition};
 use crate::store::StoreError;
@@ -24,6 +25,15 @@ pub struct VmProtection {
     /// The no-store line and the store-failure line are written once per VM.
     warned_missing: bool,
     warned_failure: bool,
+    /// The scope when the config fixes it (`scope: "upstream"` with a configured
+    /// `upstream`): requests name it as `None`, so the calm path builds no string.
+    fixed_scope: Option<String>,
+    /// The fixed scope is calm from `.0` until `.1` (host ms) without asking the cache: the
+    /// cache promised no read and no change before then ([`ProtectionCache::calm_until_ms`]),
+    /// and no maintenance window starts. Forgotten when a failure is marked.
+    calm_memo: Option<(u64, u64)>,
+    /// Which native response statuses reveal trouble, on Kong and on Envoy.
+    revealing: [RevealingStatuses; 2],
 }
 
 impl VmProtection {
@@ -36,7 +46,24 @@ impl VmProtection {
             in_window: false,
             warned_missing: false,
             warned_failure: false,
+            fixed_scope: None,
+            calm_memo: None,
+            revealing: [RevealingStatuses::default(); 2],
         }
+    }
+
+    /// Does a natively proxied response with this status reveal trouble on `host`?
+    pub fn reveals(&self, host: Host, status: u16) -> bool {
+        let set = match host {
+            Host::Envoy => &self.revealing[1],
+            Host::Kong | Host::Unknown => &self.revealing[0],
+        };
+        set.contains(status)
+    }
+
+    /// The scope every request of this VM belongs to, if the config fixes one.
+    pub fn fixed_scope(&self) -> Option<&str> {
+        self.fixed_scope.as_deref()
     }
 
     /// Is adaptive mode on? (Then the VM's [`StoreAccess`] should look for the store.)
@@ -52,21 +79,40 @@ impl VmProtection {
         self.in_window = false;
         self.warned_missing = false;
         self.warned_failure = false;
+        self.fixed_scope = match (plan.adaptive.scope, &plan.upstream) {
+            (ProtectionScope::Upstream, Some(u)) => Some(u.target.clone()),
+            _ => None,
+        };
+        self.calm_memo = None;
+        self.revealing = [
+            RevealingStatuses::new(&plan.retry_on, adaptive::KONG),
+            RevealingStatuses::new(&plan.retry_on, adaptive::ENVOY),
+        ];
     }
 
-    /// Is `scope` calm, scheduled or protected now? At most one shared-data read.
+    /// Is `scope` (`None`: the fixed scope) calm, scheduled or protected now? At most one
+    /// shared-data read.
     pub fn check(
         &mut self,
         access: &mut StoreAccess,
         host: Host,
-        scope: &str,
+        scope: Option<&str>,
         now_ms: u64,
         ctx: u32,
     ) -> Protection {
         if !self.schedule.is_empty() {
             self.note_window(now_ms, ctx);
         }
+        let fixed = scope.is_none();
+        if let (true, Some((since, until))) = (fixed, self.calm_memo) {
+            if since <= now_ms && now_ms < until {
+                return Protection::Calm;
+            }
+        }
         let ready = self.store_ready(access, host);
+        let Some(scope) = scope.or(self.fixed_scope.as_deref()) else {
+            return Protection::Calm;
+        };
         let Some(cache) = self.cache.as_mut() else {
             return Protection::Calm;
         };
@@ -75,6 +121,18 @@ impl VmProtection {
         } else {
             cache.check(&self.schedule, &NoStore, scope, now_ms)
         };
+        if fixed {
+            self.calm_memo = None;
+            if answer == Protection::Calm {
+                let mut until = cache.calm_until_ms(scope, now_ms);
+                if let Some(change) = self.schedule.next_change_ms(now_ms) {
+                    until = until.min(change);
+                }
+                if until > now_ms {
+                    self.calm_memo = Some((now_ms, until));
+                }
+            }
+        }
         if answer == Protection::StoreUnavailable && ready {
             self.store_failed(&StoreError::Unavailable {
                 key: scope.to_string(),
@@ -84,16 +142,18 @@ impl VmProtection {
         answer
     }
 
-    /// Records a retryable outcome for `scope`; `Some(Started)` when it turned a calm scope
-    /// protected (for the metric).
+    /// Records a retryable outcome for `scope` (`None`: the fixed scope); `Some(Started)`
+    /// when it turned a calm scope protected (for the metric).
     pub fn mark_failure(
         &mut self,
         access: &mut StoreAccess,
         host: Host,
-        scope: &str,
+        scope: Option<&str>,
         now_ms: u64,
     ) -> Option<Transition> {
+        self.calm_memo = None;
         let ready = self.store_ready(access, host);
+        let scope = scope.or(self.fixed_scope.as_deref())?;
         let cache = self.cache.as_mut()?;
         let result = if ready {
             cache.mark_failure(&HostStore, scope, now_ms)

@@ -57,7 +57,7 @@ pub struct Shared {
     rng: Cell<u64>,
     timers: RefCell<Vec<Timer>>,
     ticking: Cell<bool>,
-    /// Every live request's driver, so the root can act for it (Envoy waits).
+    /// The live request drivers the root may act for (Envoy waits), registered on first wait.
     drivers: RefCell<BTreeMap<u32, Weak<RefCell<Driver>>>>,
     /// Dispatches made while the root was acting for a request: token → request context.
     root_tokens: RefCell<BTreeMap<u32, u32>>,
@@ -71,6 +71,9 @@ pub struct Shared {
     pub protection: RefCell<VmProtection>,
     /// This VM's counters.
     pub metrics: RefCell<Metrics>,
+    /// Drivers of finished requests, reused by the next ones: a calm request then costs
+    /// no allocation of its own state.
+    pub spare_drivers: RefCell<Vec<Rc<RefCell<Driver>>>>,
 }
 
 impl Shared {
@@ -143,11 +146,9 @@ impl Shared {
         z ^ (z >> 31)
     }
 
-    /// Registers a live request driver.
-    pub fn register(&self, context_id: u32, driver: &Rc<RefCell<Driver>>) {
-        self.drivers
-            .borrow_mut()
-            .insert(context_id, Rc::downgrade(driver));
+    /// Registers a live request driver the root will act for.
+    pub fn register(&self, context_id: u32, driver: Weak<RefCell<Driver>>) {
+        self.drivers.borrow_mut().insert(context_id, driver);
     }
 
     /// Forgets a finished request.
@@ -217,6 +218,7 @@ impl FilterRoot {
                 budget: RefCell::new(VmBudget::new(context_id)),
                 protection: RefCell::new(VmProtection::new(context_id)),
                 metrics: RefCell::new(Metrics::default()),
+                spare_drivers: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -242,6 +244,15 @@ impl FilterRoot {
         }
         self.shared.acting_for_request.set(false);
         let _ = abi::set_effective_context(self.shared.root_id);
+    }
+}
+
+impl Drop for FilterRoot {
+    fn drop(&mut self) {
+        // Spare drivers hold the shared state they belong to: break the cycle.
+        if let Ok(mut spare) = self.shared.spare_drivers.try_borrow_mut() {
+            spare.clear();
+        }
     }
 }
 
