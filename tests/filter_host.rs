@@ -452,6 +452,43 @@ fn kong_without_delay_endpoint_retries_immediately_and_says_so_once() {
 }
 
 #[test]
+fn kong_without_delay_endpoint_passes_a_retry_after_on_instead_of_ignoring_it() {
+    // Retrying at once would ignore the server's explicit request to wait, and Kong cannot
+    // wait without the delay endpoint: the client gets the response and its Retry-After.
+    let mut gw = Setup::Kong.gateway(r#""retry_on":"429,503","retry_after_max":5000"#);
+    for status in [429, 503] {
+        let ex = gw
+            .run(
+                Request::new("GET", "/x"),
+                script(vec![
+                    Reply::status(status)
+                        .header("retry-after", "2")
+                        .body(b"slow down".to_vec()),
+                    ok("fine"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(ex.response.status, status);
+        assert_eq!(ex.response.header("retry-after"), Some("2"));
+        assert_eq!(ex.response.body, b"slow down");
+        assert_eq!(backend_calls(&ex).len(), 1, "{status}: not retried");
+    }
+    // Without a Retry-After (or with 0) the retry still goes at once.
+    for extra in [None, Some("0")] {
+        let mut first = Reply::status(503);
+        if let Some(v) = extra {
+            first = first.header("retry-after", v);
+        }
+        let ex = gw
+            .run(Request::new("GET", "/x"), script(vec![first, ok("fine")]))
+            .unwrap();
+        assert_eq!(ex.response.status, 200, "{extra:?}");
+        assert_eq!(backend_calls(&ex).len(), 2, "{extra:?}");
+    }
+    assert_clean(Setup::Kong, &gw);
+}
+
+#[test]
 fn kong_upstream_defaults_to_the_routes_service() {
     let mut gw = Gateway::builder(Profile::Kong, module())
         .plugin_config(r#"{"retries":1}"#)
