@@ -1051,6 +1051,12 @@ const GUIDE_QUOTES: &[&str] = &[
     "); not retrying",
     "cannot send the response (status ",
     "cannot resume the stream (status ",
+    "adaptive: protection of ",
+    " started after ",
+    ": requests are protected (retries on)",
+    "maintenance window over: requests go natively while calm",
+    "adaptive protection without shared data: ",
+    "; each worker protects on the failures it sees itself, the others do not learn of them",
 ];
 
 fn source_text(dir: &std::path::Path, out: &mut String) {
