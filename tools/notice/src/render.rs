@@ -1,14 +1,15 @@
 //! The notice as Markdown, in English or Chinese.
 //!
-//! Facts are computed once per route ([`Facts`]), language-free; the two writers only phrase
-//! them. The Chinese text is written for Chinese readers, not translated sentence by sentence.
+//! Facts are computed once per route ([`Facts`]), language-free. One writer (`notice`,
+//! `section`) decides what the notice says and in which order; a phrase table per language
+//! (`Phrases`, implemented by `En` and `Zh`) only words it. The Chinese text is written for
+//! Chinese readers, not translated sentence by sentence.
 
 use crate::source::{Coverage, Input, NoRetry, Route};
 use crate::timing::{timing, Host, Timing};
 use kong_retry::config::{
     Backoff, BudgetConfig, BudgetScope, BudgetStore, Mode, Plan, StoreUnavailable,
 };
-use std::fmt::Write as _;
 
 /// Output language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +268,7 @@ fn route_title(r: &Route) -> String {
 /// Renders the notice.
 pub fn render(input: &Input, lang: Lang, window: Option<&str>) -> String {
     let mut sections: Vec<(Option<&Route>, Facts)> = Vec::new();
-    let mut without: Vec<&Route> = Vec::new();
+    let mut without: Vec<(&Route, &NoRetry)> = Vec::new();
     match input {
         Input::FilterConfig(plan) => sections.push((None, facts(plan, &[], Host::Unknown))),
         Input::Kong(routes) => {
@@ -276,24 +277,15 @@ pub fn render(input: &Input, lang: Lang, window: Option<&str>) -> String {
                     Coverage::Retries { plan, .. } => {
                         sections.push((Some(r), facts(plan, &r.methods, Host::Kong)))
                     }
-                    Coverage::None(_) => without.push(r),
+                    Coverage::None(why) => without.push((r, why)),
                 }
             }
         }
     }
+    let from_filter_config = matches!(input, Input::FilterConfig(_));
     match lang {
-        Lang::En => en::render(
-            &sections,
-            &without,
-            window,
-            matches!(input, Input::FilterConfig(_)),
-        ),
-        Lang::Zh => zh::render(
-            &sections,
-            &without,
-            window,
-            matches!(input, Input::FilterConfig(_)),
-        ),
+        Lang::En => notice::<En>(&sections, &without, window, from_filter_config),
+        Lang::Zh => notice::<Zh>(&sections, &without, window, from_filter_config),
     }
 }
 
@@ -328,698 +320,639 @@ fn idempotency_headers(sections: &[(Option<&Route>, Facts)]) -> Vec<String> {
     h
 }
 
-mod en {
-    use super::*;
+/// Every sentence of the notice in one language. What the notice says, in which order and
+/// under which conditions, is decided once, by [`notice`] and [`section`]; an implementation
+/// only phrases what it is handed. Durations and sizes arrive already written for the
+/// language; lines come without their trailing newline.
+trait Phrases {
+    const LANG: Lang;
 
-    fn failures(f: &Facts) -> Vec<String> {
-        let mut out = Vec::new();
+    // The notice around the sections.
+    const TITLE: &'static str;
+    fn window(window: &str) -> String;
+    fn intro(window_given: bool) -> String;
+    fn route_heading(title: &str) -> String;
+    const CONFIG_HEADING: &'static str;
+    const NO_ROUTE_RETRIES: &'static str;
+    const WITHOUT_HEADING: &'static str;
+    fn without_retries(title: &str, why: &NoRetry) -> String;
+    /// The idempotency headers in use, each already in backquotes.
+    fn keys(keys: &[String]) -> String;
+    const CLIENT_HEADING: &'static str;
+    /// Steps 1–5 of what clients must do.
+    fn client_steps(key: &str) -> [String; 5];
+    /// Step 6, when some route forwards requests through the filter.
+    fn client_timeout(longest: &str) -> String;
+    fn footer(from_filter_config: bool) -> &'static str;
+
+    // A section: one route's retry behaviour.
+    fn budget_refuses_all(per_try: &str) -> String;
+    const ZERO_RETRIES: &'static str;
+    fn statuses(statuses: &[u16]) -> String;
+    const CONNECT_FAILURE: &'static str;
+    fn timeout(per_try: &str) -> String;
+    const RESET: &'static str;
+    fn retried(failures: &[String]) -> String;
+    const NO_WAITS: &'static str;
+    fn fixed_wait(interval: &str) -> String;
+    fn random_waits(ceilings: &[String]) -> String;
+    fn how_many(retries: u32, attempts: u32, waits: &str) -> String;
+    fn adaptive(window: &str, scheduled: &[String]) -> String;
+    fn retry_after_deadline(deadline: &str) -> String;
+    fn retry_after_waits(statuses: &[String], max: &str, deadline_note: &str) -> String;
+    fn retry_after_cannot_wait(statuses: &[String]) -> String;
+    /// "4 attempts of up to 2 s each", then [`Self::plus_waits`] and [`Self::RETRY_AFTER_INCLUDED`].
+    fn attempts_of(attempts: u32, per_try: &str) -> String;
+    fn plus_waits(waits: &str) -> String;
+    const RETRY_AFTER_INCLUDED: &'static str;
+    fn longest_capped(longest: &str, parts: &str, sum: &str, deadline: &str) -> String;
+    fn longest(longest: &str, parts: &str, deadline: &str) -> String;
+    fn all_time_out(attempts: u32) -> String;
+    const RESPONSE_MODE: &'static str;
+    const NEVER: &'static str;
+    fn without_key(methods: &[String], header: &str) -> String;
+    const ANY_BODY: &'static str;
+    fn body_over(size: &str) -> String;
+    const ANY_STATUS: &'static str;
+    const OTHER_STATUS: &'static str;
+    fn unkeyed_retried(methods: &[String], header: &str) -> String;
+    fn budget(scope: BudgetScope, percent: u32, per_second: u32, window: &str) -> String;
+    fn attempts_header(header: &str, adaptive: bool) -> String;
+}
+
+fn line(out: &mut String, text: &str) {
+    out.push_str(text);
+    out.push('\n');
+}
+
+/// A heading or paragraph: the text and a blank line.
+fn block(out: &mut String, text: &str) {
+    line(out, text);
+    out.push('\n');
+}
+
+/// The whole notice, in `P`'s language.
+fn notice<P: Phrases>(
+    sections: &[(Option<&Route>, Facts)],
+    without: &[(&Route, &NoRetry)],
+    window: Option<&str>,
+    from_filter_config: bool,
+) -> String {
+    let mut out = String::new();
+    block(&mut out, P::TITLE);
+    if let Some(w) = window {
+        block(&mut out, &P::window(w));
+    }
+    block(&mut out, &P::intro(window.is_some()));
+    for (route, f) in sections {
+        let heading = match route {
+            Some(r) => P::route_heading(&route_title(r)),
+            None => P::CONFIG_HEADING.into(),
+        };
+        block(&mut out, &heading);
+        section::<P>(&mut out, f);
+        out.push('\n');
+    }
+    if sections.is_empty() {
+        block(&mut out, P::NO_ROUTE_RETRIES);
+    }
+    if !without.is_empty() {
+        block(&mut out, P::WITHOUT_HEADING);
+        for (r, why) in without {
+            line(&mut out, &P::without_retries(&route_title(r), why));
+        }
+        out.push('\n');
+    }
+    let keys: Vec<String> = idempotency_headers(sections)
+        .iter()
+        .map(|h| code(h))
+        .collect();
+    block(&mut out, P::CLIENT_HEADING);
+    for step in P::client_steps(&P::keys(&keys)) {
+        line(&mut out, &step);
+    }
+    if let Some(longest) = longest_overall(sections) {
+        line(&mut out, &P::client_timeout(&duration(longest, P::LANG)));
+    }
+    line(&mut out, &format!("\n{}", P::footer(from_filter_config)));
+    out
+}
+
+/// One route's section: what is retried, how often, how long it can take, what is not.
+fn section<P: Phrases>(out: &mut String, f: &Facts) {
+    let d = |ms: u64| duration(ms, P::LANG);
+    let t = &f.timing;
+    if f.budget_denies_all {
+        line(out, &P::budget_refuses_all(&d(t.per_try_timeout_ms)));
+    } else if f.retries == 0 {
+        line(out, P::ZERO_RETRIES);
+    } else {
+        // What, how often, when.
+        let mut failures = Vec::new();
         if !f.statuses.is_empty() {
-            let s = status_list(&f.statuses, ", ");
-            out.push(if f.statuses.len() == 1 {
-                format!("a {s} response")
-            } else {
-                format!("{s} responses")
-            });
+            failures.push(P::statuses(&f.statuses));
         }
         if f.connect_failure {
-            out.push("connections that cannot be made".into());
+            failures.push(P::CONNECT_FAILURE.into());
         }
         if f.timeout {
-            out.push(format!(
-                "attempts with no response within {}",
-                duration(f.timing.per_try_timeout_ms, Lang::En)
-            ));
+            failures.push(P::timeout(&d(t.per_try_timeout_ms)));
         }
         if f.reset {
-            out.push("connections reset before the response is complete".into());
+            failures.push(P::RESET.into());
         }
-        out
-    }
-
-    fn waits(f: &Facts) -> String {
-        if !f.timing.waits_possible {
-            return "retrying at once, without waiting between attempts".into();
-        }
-        match f.backoff {
-            Backoff::Fixed { interval_ms } => {
-                format!(
-                    "waiting {} before each retry",
-                    duration(interval_ms, Lang::En)
-                )
+        line(out, &P::retried(&failures));
+        let waits = if !t.waits_possible {
+            P::NO_WAITS.into()
+        } else {
+            match f.backoff {
+                Backoff::Fixed { interval_ms } => P::fixed_wait(&d(interval_ms)),
+                Backoff::Exponential { .. } => {
+                    let ceilings: Vec<String> =
+                        t.backoff_ceilings_ms.iter().map(|c| d(*c)).collect();
+                    P::random_waits(&ceilings)
+                }
             }
-            Backoff::Exponential { .. } => {
-                let ceilings: Vec<String> = f
-                    .timing
-                    .backoff_ceilings_ms
-                    .iter()
-                    .map(|c| duration(*c, Lang::En))
-                    .collect();
-                format!(
-                    "waiting a random time of up to {} before {}",
-                    join_en(&ceilings),
-                    if ceilings.len() == 1 {
-                        "the retry"
-                    } else {
-                        "successive retries"
-                    }
-                )
+        };
+        line(out, &P::how_many(f.retries, t.attempts, &waits));
+        if let Some(a) = &f.adaptive {
+            line(out, &P::adaptive(&d(a.window_ms), &a.scheduled));
+        }
+        if !f.retry_after_statuses.is_empty() {
+            let s: Vec<String> = f.retry_after_statuses.iter().map(u16::to_string).collect();
+            if t.waits_possible {
+                let note = if retry_after_may_hit_deadline(f) {
+                    P::retry_after_deadline(&d(t.deadline_ms))
+                } else {
+                    String::new()
+                };
+                line(
+                    out,
+                    &P::retry_after_waits(&s, &d(f.retry_after_max_ms), &note),
+                );
+            } else {
+                line(out, &P::retry_after_cannot_wait(&s));
             }
         }
-    }
-
-    /// "4 attempts of up to 2 s each plus waits of up to 15 s (`Retry-After` included)".
-    fn sum_parts(t: &Timing) -> String {
-        let mut s = format!(
-            "{} attempts of up to {} each",
-            t.attempts,
-            duration(t.per_try_timeout_ms, Lang::En)
-        );
+        // How long.
+        let mut parts = P::attempts_of(t.attempts, &d(t.per_try_timeout_ms));
         if t.waits_ms > 0 {
-            let _ = write!(s, " plus waits of up to {}", duration(t.waits_ms, Lang::En));
+            parts.push_str(&P::plus_waits(&d(t.waits_ms)));
             if t.retry_after_cap_ms.is_some() {
-                s.push_str(" (`Retry-After` included)");
+                parts.push_str(P::RETRY_AFTER_INCLUDED);
             }
         }
-        s
-    }
-
-    fn section(out: &mut String, f: &Facts) {
-        let t = &f.timing;
-        if f.budget_denies_all {
-            let _ = writeln!(
+        if t.capped_by_deadline {
+            line(
                 out,
-                "- **Retries:** none — the retry budget has no store and refuses every retry, so each request is tried once (at most {}).",
-                duration(t.per_try_timeout_ms, Lang::En)
-            );
-        } else if f.retries == 0 {
-            let _ = writeln!(
-                out,
-                "- **Retries:** none — the filter is on but set to 0 retries, so each request is sent once, the normal way."
+                &P::longest_capped(&d(t.longest_ms), &parts, &d(t.sum_ms), &d(t.deadline_ms)),
             );
         } else {
-            let _ = writeln!(
+            line(
                 out,
-                "- **Retried by the gateway:** {}.",
-                failures(f).join("; ")
-            );
-            let _ = writeln!(
-                out,
-                "- **How many times:** up to {} {} after the first attempt ({} attempts in total), {}.",
-                f.retries,
-                if f.retries == 1 { "retry" } else { "retries" },
-                t.attempts,
-                waits(f)
-            );
-            if let Some(a) = &f.adaptive {
-                let scheduled = if a.scheduled.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", and throughout the scheduled maintenance windows ({})",
-                        a.scheduled.join("; ")
-                    )
-                };
-                let _ = writeln!(
-                    out,
-                    "- **When:** only while the gateway sees trouble. Normally requests go straight to the backend and are not retried; once the gateway sees one of the failures above, it retries requests for the next {} (longer while failures continue){scheduled}. The failure that first shows the trouble is passed on to you unretried — when a backend restarts, about one response per gateway worker process — so your client must still retry it (see below).",
-                    duration(a.window_ms, Lang::En)
-                );
-            }
-            if !f.retry_after_statuses.is_empty() {
-                let s: Vec<String> = f.retry_after_statuses.iter().map(u16::to_string).collect();
-                let deadline_note = if retry_after_may_hit_deadline(f) {
-                    format!(
-                        ", provided the retry can still finish within the overall deadline of {}",
-                        duration(f.timing.deadline_ms, Lang::En)
-                    )
-                } else {
-                    String::new()
-                };
-                if f.timing.waits_possible {
-                    let _ = writeln!(
-                        out,
-                        "- **`Retry-After`:** on a {} response asking for up to {}, the gateway waits as asked, then retries{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
-                        s.join(" or "),
-                        duration(f.retry_after_max_ms, Lang::En)
-                    );
-                } else {
-                    let _ = writeln!(
-                        out,
-                        "- **`Retry-After`:** the gateway cannot wait here, so a {} response that asks for a wait with `Retry-After` is not retried: it is passed on to you unchanged.",
-                        s.join(" or ")
-                    );
-                }
-            }
-        }
-        // Time.
-        if f.retries == 0 {
-            // Said above.
-        } else if t.capped_by_deadline {
-            let _ = writeln!(
-                out,
-                "- **Longest a request can take at the gateway:** {}. {} could add up to {}, but the gateway's overall deadline of {} ends the request first.",
-                duration(t.longest_ms, Lang::En),
-                sum_parts(t),
-                duration(t.sum_ms, Lang::En),
-                duration(t.deadline_ms, Lang::En)
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "- **Longest a request can take at the gateway:** {}: {} (the overall deadline is {}).",
-                duration(t.longest_ms, Lang::En),
-                sum_parts(t),
-                duration(t.deadline_ms, Lang::En)
+                &P::longest(&d(t.longest_ms), &parts, &d(t.deadline_ms)),
             );
         }
-        if f.retries > 0 && t.attempts_if_all_time_out < t.attempts {
-            let _ = writeln!(
-                out,
-                "  If every attempt times out, only {} {} fit into the deadline.",
-                t.attempts_if_all_time_out,
-                if t.attempts_if_all_time_out == 1 {
-                    "attempt"
-                } else {
-                    "attempts"
-                }
-            );
-        }
-        if f.response_mode {
-            let _ = writeln!(
-                out,
-                "  (Response mode: the first attempt is bounded by the proxy's own route timeout, not by the per-attempt timeout above.)"
-            );
-        }
-        // Never retried.
-        let mut never = Vec::new();
-        if !f.keyed_only_methods.is_empty() {
-            never.push(format!(
-                "{} requests **without** an `{}` header (with the header they are retried like the others)",
-                join_en(&f.keyed_only_methods),
-                f.idempotency_header
-            ));
-        }
-        never.push(if f.max_body_bytes == 0 {
-            "requests with any body at all".to_string()
-        } else {
-            format!(
-                "requests with a body larger than {}",
-                size(f.max_body_bytes, Lang::En)
-            )
-        });
-        never.push(if f.statuses.is_empty() {
-            "any response with an HTTP status (only connection-level failures are retried)".into()
-        } else {
-            "responses with any other status, such as 500 or 4xx".into()
-        });
-        let _ = writeln!(out, "- **Never retried automatically:**");
-        for n in never {
-            let _ = writeln!(out, "  - {n}");
-        }
-        if !f.unkeyed_unsafe_methods.is_empty() {
-            let _ = writeln!(
-                out,
-                "- **Note:** {} requests are retried here even without `{}`; send the key anyway.",
-                join_en(&f.unkeyed_unsafe_methods),
-                f.idempotency_header
-            );
-        }
-        if f.retries > 0 {
-            if f.budget.enabled {
-                let scope = match f.budget.scope {
-                    BudgetScope::Route => "the route's requests",
-                    BudgetScope::Upstream => "the requests to the same backend",
-                };
-                let _ = writeln!(
-                    out,
-                    "- **Retry budget:** retries are limited to {} % of {} plus {} per second (unused allowance is kept for at most {}). In a real outage, failures beyond that reach you without a retry.",
-                    f.budget.percent,
-                    scope,
-                    f.budget.min_retries_per_second,
-                    duration(f.budget.window_ms, Lang::En)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "- **Response header:** `{}` tells you how many attempts the gateway made (1 = no retry was needed); it is absent when the request was not eligible for gateway retries{}.",
-                f.attempts_header,
-                if f.adaptive.is_some() {
-                    " or went straight through because the gateway saw no trouble"
-                } else {
-                    ""
-                }
-            );
+        if t.attempts_if_all_time_out < t.attempts {
+            line(out, &P::all_time_out(t.attempts_if_all_time_out));
         }
     }
-
-    fn no_retry_reason(r: &Route) -> String {
-        match &r.coverage {
-            Coverage::None(NoRetry::ChainDisabled(Some(n))) => {
-                format!("the retry filter chain `{n}` is switched off")
-            }
-            Coverage::None(NoRetry::ChainDisabled(None)) => {
-                "the retry filter chain is switched off".into()
-            }
-            Coverage::None(NoRetry::FilterDisabled(_)) => "the retry filter is switched off".into(),
-            Coverage::None(NoRetry::PluginDisabled) => "the retry plugin is switched off".into(),
-            Coverage::None(NoRetry::NotConfigured) | Coverage::Retries { .. } => {
-                "no retry filter is configured".into()
-            }
-        }
+    if f.response_mode {
+        line(out, P::RESPONSE_MODE);
     }
-
-    pub(super) fn render(
-        sections: &[(Option<&Route>, Facts)],
-        without: &[&Route],
-        window: Option<&str>,
-        from_filter_config: bool,
-    ) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
+    // Never retried.
+    let mut never = Vec::new();
+    if !f.keyed_only_methods.is_empty() {
+        never.push(P::without_key(&f.keyed_only_methods, &f.idempotency_header));
+    }
+    never.push(if f.max_body_bytes == 0 {
+        P::ANY_BODY.into()
+    } else {
+        P::body_over(&size(f.max_body_bytes, P::LANG))
+    });
+    never.push(
+        if f.statuses.is_empty() {
+            P::ANY_STATUS
+        } else {
+            P::OTHER_STATUS
+        }
+        .into(),
+    );
+    line(out, P::NEVER);
+    for n in never {
+        line(out, &format!("  - {n}"));
+    }
+    if !f.unkeyed_unsafe_methods.is_empty() {
+        line(
             out,
-            "# Notice: API gateway maintenance and automatic retries\n"
+            &P::unkeyed_retried(&f.unkeyed_unsafe_methods, &f.idempotency_header),
         );
-        if let Some(w) = window {
-            let _ = writeln!(out, "**Maintenance window:** {w}\n");
+    }
+    if f.retries > 0 {
+        if f.budget.enabled {
+            let b = &f.budget;
+            line(
+                out,
+                &P::budget(
+                    b.scope,
+                    b.percent,
+                    b.min_retries_per_second,
+                    &d(b.window_ms),
+                ),
+            );
         }
-        let _ = writeln!(
+        line(
             out,
+            &P::attempts_header(&f.attempts_header, f.adaptive.is_some()),
+        );
+    }
+}
+
+/// English.
+struct En;
+
+impl Phrases for En {
+    const LANG: Lang = Lang::En;
+
+    const TITLE: &'static str = "# Notice: API gateway maintenance and automatic retries";
+    fn window(window: &str) -> String {
+        format!("**Maintenance window:** {window}")
+    }
+    fn intro(window_given: bool) -> String {
+        format!(
             "{} we replace backend instances and upgrade the API gateway while traffic keeps flowing. \
              A small share of requests may meet an instance that is going away and fail with 502, 503 or 504, \
              a refused or reset connection, or a timeout, usually for a few seconds at a time. \
              The gateway retries many of these failures for you. This notice is generated from the gateway's \
              configuration: it says which failures are retried, how often, how long a request can take, \
-             and what your client must do.\n",
-            if window.is_some() { "During this window" } else { "During maintenance windows" }
-        );
-
-        for (route, f) in sections {
-            match route {
-                Some(r) => {
-                    let _ = writeln!(out, "## Route {}\n", route_title(r));
-                }
-                None => {
-                    let _ = writeln!(out, "## Routes that use this retry configuration\n");
-                }
+             and what your client must do.",
+            if window_given { "During this window" } else { "During maintenance windows" }
+        )
+    }
+    fn route_heading(title: &str) -> String {
+        format!("## Route {title}")
+    }
+    const CONFIG_HEADING: &'static str = "## Routes that use this retry configuration";
+    const NO_ROUTE_RETRIES: &'static str = "No route has gateway retries enabled.";
+    const WITHOUT_HEADING: &'static str = "## Routes without gateway retries";
+    fn without_retries(title: &str, why: &NoRetry) -> String {
+        let why = match why {
+            NoRetry::ChainDisabled(Some(n)) => {
+                format!("the retry filter chain `{n}` is switched off")
             }
-            section(&mut out, f);
-            out.push('\n');
-        }
-        if sections.is_empty() {
-            let _ = writeln!(out, "No route has gateway retries enabled.\n");
-        }
-        if !without.is_empty() {
-            let _ = writeln!(out, "## Routes without gateway retries\n");
-            for r in without {
-                let _ = writeln!(
-                    out,
-                    "- {}: {}. Requests are sent once; any failure reaches your client directly.",
-                    route_title(r),
-                    no_retry_reason(r)
-                );
-            }
-            out.push('\n');
-        }
-
-        let keys = idempotency_headers(sections)
-            .iter()
-            .map(|h| code(h))
-            .collect::<Vec<_>>();
-        let key = join_en(&keys);
-        let _ = writeln!(out, "## What your client must do\n");
-        let _ = writeln!(
-            out,
-            "1. **Send {key} with every POST and PATCH that changes data:** one new random value (a UUID) per \
-             logical operation, reused unchanged on every retry of that operation and never for another one. \
-             It lets the gateway retry the request, and lets the API recognise a repeat and return the first \
-             result instead of doing the work twice."
-        );
-        let _ = writeln!(
-            out,
-            "2. **Send the same body bytes on every attempt:** serialise the body once and keep the bytes."
-        );
-        let _ = writeln!(
-            out,
+            NoRetry::ChainDisabled(None) => "the retry filter chain is switched off".into(),
+            NoRetry::FilterDisabled(_) => "the retry filter is switched off".into(),
+            NoRetry::PluginDisabled => "the retry plugin is switched off".into(),
+            NoRetry::NotConfigured => "no retry filter is configured".into(),
+        };
+        format!(
+            "- {title}: {why}. Requests are sent once; any failure reaches your client directly."
+        )
+    }
+    fn keys(keys: &[String]) -> String {
+        join_en(keys)
+    }
+    const CLIENT_HEADING: &'static str = "## What your client must do";
+    fn client_steps(key: &str) -> [String; 5] {
+        [
+            format!(
+                "1. **Send {key} with every POST and PATCH that changes data:** one new random value (a UUID) per \
+                 logical operation, reused unchanged on every retry of that operation and never for another one. \
+                 It lets the gateway retry the request, and lets the API recognise a repeat and return the first \
+                 result instead of doing the work twice."
+            ),
+            "2. **Send the same body bytes on every attempt:** serialise the body once and keep the bytes.".into(),
             "3. **Retry what the gateway cannot:** the gateway's own instances are replaced too, so retry refused \
              or reset connections, timeouts and 502/503/504 yourself, with exponential backoff, random jitter \
              and a cap (for example a random wait of up to 0.1 s, 0.2 s, 0.4 s, … at most 2 s), within an \
              overall deadline. Retry a POST or PATCH only with its key."
-        );
-        let _ = writeln!(
-            out,
-            "4. **Honour `Retry-After` on 429 and 503:** wait at least that long; if that is past your deadline, stop."
-        );
-        let _ = writeln!(
-            out,
+                .into(),
+            "4. **Honour `Retry-After` on 429 and 503:** wait at least that long; if that is past your deadline, stop.".into(),
             "5. **409 Conflict:** the first request with this key is still in progress: wait and retry with the \
              same key and body. **422:** the key was reused with a different body: a bug, do not retry. \
              **400:** a required key is missing."
-        );
-        if let Some(longest) = longest_overall(sections) {
-            let _ = writeln!(
-                out,
-                "6. **Allow each attempt more than {}**, the longest the gateway may spend on a request, so that you \
-                 do not give up on a request the gateway is still retrying and send a second one.",
-                duration(longest, Lang::En)
-            );
-        }
+                .into(),
+        ]
+    }
+    fn client_timeout(longest: &str) -> String {
+        format!(
+            "6. **Allow each attempt more than {longest}**, the longest the gateway may spend on a request, so that you \
+             do not give up on a request the gateway is still retrying and send a second one."
+        )
+    }
+    fn footer(from_filter_config: bool) -> &'static str {
         if from_filter_config {
-            let _ = writeln!(
-                out,
-                "\n*Generated by `kong-retry-notice` from a filter configuration, not from a route list.*"
-            );
+            "*Generated by `kong-retry-notice` from a filter configuration, not from a route list.*"
         } else {
-            let _ = writeln!(
-                out,
-                "\n*Generated by `kong-retry-notice` from the gateway configuration.*"
-            );
+            "*Generated by `kong-retry-notice` from the gateway configuration.*"
         }
-        out
+    }
+
+    fn budget_refuses_all(per_try: &str) -> String {
+        format!("- **Retries:** none — the retry budget has no store and refuses every retry, so each request is tried once (at most {per_try}).")
+    }
+    const ZERO_RETRIES: &'static str = "- **Retries:** none — the filter is on but set to 0 retries, so each request is sent once, the normal way.";
+    fn statuses(statuses: &[u16]) -> String {
+        let s = status_list(statuses, ", ");
+        if statuses.len() == 1 {
+            format!("a {s} response")
+        } else {
+            format!("{s} responses")
+        }
+    }
+    const CONNECT_FAILURE: &'static str = "connections that cannot be made";
+    fn timeout(per_try: &str) -> String {
+        format!("attempts with no response within {per_try}")
+    }
+    const RESET: &'static str = "connections reset before the response is complete";
+    fn retried(failures: &[String]) -> String {
+        format!("- **Retried by the gateway:** {}.", failures.join("; "))
+    }
+    const NO_WAITS: &'static str = "retrying at once, without waiting between attempts";
+    fn fixed_wait(interval: &str) -> String {
+        format!("waiting {interval} before each retry")
+    }
+    fn random_waits(ceilings: &[String]) -> String {
+        format!(
+            "waiting a random time of up to {} before {}",
+            join_en(ceilings),
+            if ceilings.len() == 1 {
+                "the retry"
+            } else {
+                "successive retries"
+            }
+        )
+    }
+    fn how_many(retries: u32, attempts: u32, waits: &str) -> String {
+        format!(
+            "- **How many times:** up to {retries} {} after the first attempt ({attempts} attempts in total), {waits}.",
+            if retries == 1 { "retry" } else { "retries" },
+        )
+    }
+    fn adaptive(window: &str, scheduled: &[String]) -> String {
+        let scheduled = if scheduled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and throughout the scheduled maintenance windows ({})",
+                scheduled.join("; ")
+            )
+        };
+        format!("- **When:** only while the gateway sees trouble. Normally requests go straight to the backend and are not retried; once the gateway sees one of the failures above, it retries requests for the next {window} (longer while failures continue){scheduled}. The failure that first shows the trouble is passed on to you unretried — when a backend restarts, about one response per gateway worker process — so your client must still retry it (see below).")
+    }
+    fn retry_after_deadline(deadline: &str) -> String {
+        format!(", provided the retry can still finish within the overall deadline of {deadline}")
+    }
+    fn retry_after_waits(statuses: &[String], max: &str, deadline_note: &str) -> String {
+        format!(
+            "- **`Retry-After`:** on a {} response asking for up to {max}, the gateway waits as asked, then retries{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
+            statuses.join(" or ")
+        )
+    }
+    fn retry_after_cannot_wait(statuses: &[String]) -> String {
+        format!(
+            "- **`Retry-After`:** the gateway cannot wait here, so a {} response that asks for a wait with `Retry-After` is not retried: it is passed on to you unchanged.",
+            statuses.join(" or ")
+        )
+    }
+    fn attempts_of(attempts: u32, per_try: &str) -> String {
+        format!("{attempts} attempts of up to {per_try} each")
+    }
+    fn plus_waits(waits: &str) -> String {
+        format!(" plus waits of up to {waits}")
+    }
+    const RETRY_AFTER_INCLUDED: &'static str = " (`Retry-After` included)";
+    fn longest_capped(longest: &str, parts: &str, sum: &str, deadline: &str) -> String {
+        format!("- **Longest a request can take at the gateway:** {longest}. {parts} could add up to {sum}, but the gateway's overall deadline of {deadline} ends the request first.")
+    }
+    fn longest(longest: &str, parts: &str, deadline: &str) -> String {
+        format!("- **Longest a request can take at the gateway:** {longest}: {parts} (the overall deadline is {deadline}).")
+    }
+    fn all_time_out(attempts: u32) -> String {
+        format!(
+            "  If every attempt times out, only {attempts} {} fit into the deadline.",
+            if attempts == 1 { "attempt" } else { "attempts" }
+        )
+    }
+    const RESPONSE_MODE: &'static str = "  (Response mode: the first attempt is bounded by the proxy's own route timeout, not by the per-attempt timeout above.)";
+    const NEVER: &'static str = "- **Never retried automatically:**";
+    fn without_key(methods: &[String], header: &str) -> String {
+        format!(
+            "{} requests **without** an `{header}` header (with the header they are retried like the others)",
+            join_en(methods)
+        )
+    }
+    const ANY_BODY: &'static str = "requests with any body at all";
+    fn body_over(size: &str) -> String {
+        format!("requests with a body larger than {size}")
+    }
+    const ANY_STATUS: &'static str =
+        "any response with an HTTP status (only connection-level failures are retried)";
+    const OTHER_STATUS: &'static str = "responses with any other status, such as 500 or 4xx";
+    fn unkeyed_retried(methods: &[String], header: &str) -> String {
+        format!(
+            "- **Note:** {} requests are retried here even without `{header}`; send the key anyway.",
+            join_en(methods)
+        )
+    }
+    fn budget(scope: BudgetScope, percent: u32, per_second: u32, window: &str) -> String {
+        let scope = match scope {
+            BudgetScope::Route => "the route's requests",
+            BudgetScope::Upstream => "the requests to the same backend",
+        };
+        format!("- **Retry budget:** retries are limited to {percent} % of {scope} plus {per_second} per second (unused allowance is kept for at most {window}). In a real outage, failures beyond that reach you without a retry.")
+    }
+    fn attempts_header(header: &str, adaptive: bool) -> String {
+        format!(
+            "- **Response header:** `{header}` tells you how many attempts the gateway made (1 = no retry was needed); it is absent when the request was not eligible for gateway retries{}.",
+            if adaptive {
+                " or went straight through because the gateway saw no trouble"
+            } else {
+                ""
+            }
+        )
     }
 }
 
-mod zh {
-    use super::*;
+/// Chinese, written for Chinese readers rather than translated sentence by sentence.
+struct Zh;
 
-    fn failures(f: &Facts) -> Vec<String> {
-        let mut out = Vec::new();
-        if !f.statuses.is_empty() {
-            out.push(format!("返回 {}", status_list(&f.statuses, "、")));
-        }
-        if f.connect_failure {
-            out.push("连不上后端".into());
-        }
-        if f.timeout {
-            out.push(format!(
-                "单次尝试 {}内无响应（超时）",
-                duration(f.timing.per_try_timeout_ms, Lang::Zh)
-            ));
-        }
-        if f.reset {
-            out.push("响应未收完连接就被重置".into());
-        }
-        out
+impl Phrases for Zh {
+    const LANG: Lang = Lang::Zh;
+
+    const TITLE: &'static str = "# 通知：API 网关维护与自动重试";
+    fn window(window: &str) -> String {
+        format!("**维护窗口：** {window}")
     }
-
-    fn waits(f: &Facts) -> String {
-        if !f.timing.waits_possible {
-            return "两次尝试之间不等待，立即重试".into();
-        }
-        match f.backoff {
-            Backoff::Fixed { interval_ms } => {
-                format!("每次重试前固定等待 {}", duration(interval_ms, Lang::Zh))
-            }
-            Backoff::Exponential { .. } => {
-                let ceilings: Vec<String> = f
-                    .timing
-                    .backoff_ceilings_ms
-                    .iter()
-                    .map(|c| duration(*c, Lang::Zh))
-                    .collect();
-                if ceilings.len() == 1 {
-                    format!("重试前随机等待，最长 {}", ceilings.join(""))
-                } else {
-                    format!("每次重试前随机等待，上限依次为 {}", ceilings.join("、"))
-                }
-            }
-        }
-    }
-
-    /// "4 次尝试、每次最长 2 秒，加上最长 15 秒的等待（含 `Retry-After`）"。
-    fn sum_parts(t: &Timing) -> String {
-        let mut s = format!(
-            "{} 次尝试、每次最长 {}",
-            t.attempts,
-            duration(t.per_try_timeout_ms, Lang::Zh)
-        );
-        if t.waits_ms > 0 {
-            let _ = write!(s, "，加上最长 {}的等待", duration(t.waits_ms, Lang::Zh));
-            if t.retry_after_cap_ms.is_some() {
-                s.push_str("（含 `Retry-After`）");
-            }
-        }
-        s
-    }
-
-    fn section(out: &mut String, f: &Facts) {
-        let t = &f.timing;
-        if f.budget_denies_all {
-            let _ = writeln!(
-                out,
-                "- **重试：** 无。重试预算没有可用的存储，且配置为拒绝，所有重试都会被拒绝，每个请求只尝试一次（最长 {}）。",
-                duration(t.per_try_timeout_ms, Lang::Zh)
-            );
-        } else if f.retries == 0 {
-            let _ = writeln!(
-                out,
-                "- **重试：** 无。过滤器已启用，但重试次数设为 0，每个请求按普通方式只发一次。"
-            );
-        } else {
-            let _ = writeln!(out, "- **网关会重试：** {}。", failures(f).join("；"));
-            let _ = writeln!(
-                out,
-                "- **重试次数：** 首次之后最多再重试 {} 次（共 {} 次尝试），{}。",
-                f.retries,
-                t.attempts,
-                waits(f)
-            );
-            if let Some(a) = &f.adaptive {
-                let scheduled = if a.scheduled.is_empty() {
-                    String::new()
-                } else {
-                    format!("；计划维护窗口（{}）内也全程重试", a.scheduled.join("；"))
-                };
-                let _ = writeln!(
-                    out,
-                    "- **何时重试：** 只在网关发现故障时。平时请求直接转发到后端，不做重试；网关一旦看到上面列出的某种失败，就在之后 {}内重试请求（失败持续时会顺延）{scheduled}。最先暴露故障的那个失败响应不会被重试，会原样返回给你——后端重启时，大约每个网关工作进程一个——所以你的客户端仍然需要重试（见下文）。",
-                    duration(a.window_ms, Lang::Zh)
-                );
-            }
-            if !f.retry_after_statuses.is_empty() {
-                let s: Vec<String> = f.retry_after_statuses.iter().map(u16::to_string).collect();
-                let deadline_note = if retry_after_may_hit_deadline(f) {
-                    format!(
-                        "（前提是重试仍能在总时限 {}内完成）",
-                        duration(f.timing.deadline_ms, Lang::Zh)
-                    )
-                } else {
-                    String::new()
-                };
-                if f.timing.waits_possible {
-                    let _ = writeln!(
-                        out,
-                        "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {}，网关就等够再重试{deadline_note}；更长的会原样返回给你。",
-                        s.join(" 或 "),
-                        duration(f.retry_after_max_ms, Lang::Zh)
-                    );
-                } else {
-                    let _ = writeln!(
-                        out,
-                        "- **`Retry-After`：** 网关在这里无法等待，所以带 `Retry-After` 要求等待的 {} 响应不会被重试，会原样返回给你。",
-                        s.join(" 或 ")
-                    );
-                }
-            }
-        }
-        if f.retries == 0 {
-            // 上面已说明。
-        } else if t.capped_by_deadline {
-            let _ = writeln!(
-                out,
-                "- **单个请求在网关最长耗时：** {}。{}，合计可达 {}，但网关的总时限 {}会先结束这个请求。",
-                duration(t.longest_ms, Lang::Zh),
-                sum_parts(t),
-                duration(t.sum_ms, Lang::Zh),
-                duration(t.deadline_ms, Lang::Zh)
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "- **单个请求在网关最长耗时：** {}，即 {}（总时限为 {}）。",
-                duration(t.longest_ms, Lang::Zh),
-                sum_parts(t),
-                duration(t.deadline_ms, Lang::Zh)
-            );
-        }
-        if f.retries > 0 && t.attempts_if_all_time_out < t.attempts {
-            let _ = writeln!(
-                out,
-                "  如果每次尝试都超时，总时限内只来得及尝试 {} 次。",
-                t.attempts_if_all_time_out
-            );
-        }
-        if f.response_mode {
-            let _ = writeln!(
-                out,
-                "  （response 模式：第一次尝试受代理自身的路由超时约束，而不是上面的单次超时。）"
-            );
-        }
-        let mut never = Vec::new();
-        if !f.keyed_only_methods.is_empty() {
-            never.push(format!(
-                "**不带** `{}` 请求头的 {} 请求（带上这个头之后，会和其他请求一样被重试）",
-                f.idempotency_header,
-                f.keyed_only_methods.join("、")
-            ));
-        }
-        never.push(if f.max_body_bytes == 0 {
-            "带请求体的任何请求".to_string()
-        } else {
-            format!("请求体超过 {} 的请求", size(f.max_body_bytes, Lang::Zh))
-        });
-        never.push(if f.statuses.is_empty() {
-            "任何带 HTTP 状态码的响应（只重试连接层面的失败）".into()
-        } else {
-            "其他状态码的响应，例如 500 和各种 4xx".into()
-        });
-        let _ = writeln!(out, "- **不会自动重试：**");
-        for n in never {
-            let _ = writeln!(out, "  - {n}");
-        }
-        if !f.unkeyed_unsafe_methods.is_empty() {
-            let _ = writeln!(
-                out,
-                "- **注意：** 该路由上的 {} 请求即使不带 `{}` 也会被重试，请务必带上幂等键。",
-                f.unkeyed_unsafe_methods.join("、"),
-                f.idempotency_header
-            );
-        }
-        if f.retries > 0 {
-            if f.budget.enabled {
-                let scope = match f.budget.scope {
-                    BudgetScope::Route => "该路由请求数",
-                    BudgetScope::Upstream => "发往同一后端的请求数",
-                };
-                let _ = writeln!(
-                    out,
-                    "- **重试预算：** 重试量上限为{}的 {}%，另加每秒 {} 次（未用完的额度最多保留 {}）。遇到真正的故障时，超出部分的失败会直接返回给你，不再重试。",
-                    scope,
-                    f.budget.percent,
-                    f.budget.min_retries_per_second,
-                    duration(f.budget.window_ms, Lang::Zh)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "- **响应头：** `{}` 表示网关一共尝试了几次（1 表示没有重试）；不符合网关重试条件的请求{}不带这个头。",
-                f.attempts_header,
-                if f.adaptive.is_some() {
-                    "，以及网关未发现故障、直接转发的请求，"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
-
-    fn no_retry_reason(r: &Route) -> String {
-        match &r.coverage {
-            Coverage::None(NoRetry::ChainDisabled(Some(n))) => format!("重试过滤器链 `{n}` 已关闭"),
-            Coverage::None(NoRetry::ChainDisabled(None)) => "重试过滤器链已关闭".into(),
-            Coverage::None(NoRetry::FilterDisabled(_)) => "重试过滤器已关闭".into(),
-            Coverage::None(NoRetry::PluginDisabled) => "重试插件已关闭".into(),
-            Coverage::None(NoRetry::NotConfigured) | Coverage::Retries { .. } => {
-                "未配置重试过滤器".into()
-            }
-        }
-    }
-
-    pub(super) fn render(
-        sections: &[(Option<&Route>, Facts)],
-        without: &[&Route],
-        window: Option<&str>,
-        from_filter_config: bool,
-    ) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# 通知：API 网关维护与自动重试\n");
-        if let Some(w) = window {
-            let _ = writeln!(out, "**维护窗口：** {w}\n");
-        }
-        let _ = writeln!(
-            out,
+    fn intro(window_given: bool) -> String {
+        format!(
             "{}，我们会在不中断流量的情况下替换后端实例并升级 API 网关。\
              少量请求可能恰好落到正在下线的实例上，出现 502、503、504、连接被拒或被重置、超时等错误，\
              通常每次只持续几秒。其中很多失败网关会替你重试。本通知根据网关的实际配置生成，\
-             说明哪些失败会被重试、重试几次、一个请求最长要多久，以及客户端需要做什么。\n",
-            if window.is_some() { "维护期间" } else { "在维护窗口内" }
-        );
-
-        for (route, f) in sections {
-            match route {
-                Some(r) => {
-                    let _ = writeln!(out, "## 路由 {}\n", route_title(r));
-                }
-                None => {
-                    let _ = writeln!(out, "## 使用此重试配置的路由\n");
-                }
-            }
-            section(&mut out, f);
-            out.push('\n');
-        }
-        if sections.is_empty() {
-            let _ = writeln!(out, "没有任何路由启用网关重试。\n");
-        }
-        if !without.is_empty() {
-            let _ = writeln!(out, "## 没有网关重试的路由\n");
-            for r in without {
-                let _ = writeln!(
-                    out,
-                    "- {}：{}。请求只发送一次，任何失败都会直接返回给客户端。",
-                    route_title(r),
-                    no_retry_reason(r)
-                );
-            }
-            out.push('\n');
-        }
-
-        let key = idempotency_headers(sections)
-            .iter()
-            .map(|h| code(h))
-            .collect::<Vec<_>>()
-            .join(" / ");
-        let _ = writeln!(out, "## 客户端需要做的\n");
-        let _ = writeln!(
-            out,
-            "1. **所有会修改数据的 POST、PATCH 都带上 {key}：** 每个业务操作生成一个新的随机值（UUID），\
-             该操作的每次重试都原样复用，绝不用于其他操作。有了它，网关才能重试这个请求，\
-             API 也能识别出重复请求、直接返回第一次的结果，而不会把事情做两遍。"
-        );
-        let _ = writeln!(
-            out,
-            "2. **每次尝试发送完全相同的请求体字节：** 只序列化一次，保存好字节。"
-        );
-        let _ = writeln!(
-            out,
+             说明哪些失败会被重试、重试几次、一个请求最长要多久，以及客户端需要做什么。",
+            if window_given { "维护期间" } else { "在维护窗口内" }
+        )
+    }
+    fn route_heading(title: &str) -> String {
+        format!("## 路由 {title}")
+    }
+    const CONFIG_HEADING: &'static str = "## 使用此重试配置的路由";
+    const NO_ROUTE_RETRIES: &'static str = "没有任何路由启用网关重试。";
+    const WITHOUT_HEADING: &'static str = "## 没有网关重试的路由";
+    fn without_retries(title: &str, why: &NoRetry) -> String {
+        let why = match why {
+            NoRetry::ChainDisabled(Some(n)) => format!("重试过滤器链 `{n}` 已关闭"),
+            NoRetry::ChainDisabled(None) => "重试过滤器链已关闭".into(),
+            NoRetry::FilterDisabled(_) => "重试过滤器已关闭".into(),
+            NoRetry::PluginDisabled => "重试插件已关闭".into(),
+            NoRetry::NotConfigured => "未配置重试过滤器".into(),
+        };
+        format!("- {title}：{why}。请求只发送一次，任何失败都会直接返回给客户端。")
+    }
+    fn keys(keys: &[String]) -> String {
+        keys.join(" / ")
+    }
+    const CLIENT_HEADING: &'static str = "## 客户端需要做的";
+    fn client_steps(key: &str) -> [String; 5] {
+        [
+            format!(
+                "1. **所有会修改数据的 POST、PATCH 都带上 {key}：** 每个业务操作生成一个新的随机值（UUID），\
+                 该操作的每次重试都原样复用，绝不用于其他操作。有了它，网关才能重试这个请求，\
+                 API 也能识别出重复请求、直接返回第一次的结果，而不会把事情做两遍。"
+            ),
+            "2. **每次尝试发送完全相同的请求体字节：** 只序列化一次，保存好字节。".into(),
             "3. **网关兜不住的，由客户端重试：** 网关自己的实例也会被替换，所以连接被拒或被重置、超时、\
              502/503/504 需要客户端自己重试——指数退避、随机抖动、设置上限（例如依次随机等待最多 0.1 秒、\
              0.2 秒、0.4 秒……最多 2 秒），并且有总时限。POST、PATCH 只有带着原来的键才能重试。"
-        );
-        let _ = writeln!(
-            out,
-            "4. **遵守 429 和 503 的 `Retry-After`：** 至少等这么久；如果已经超出你的总时限，就停止。"
-        );
-        let _ = writeln!(
-            out,
+                .into(),
+            "4. **遵守 429 和 503 的 `Retry-After`：** 至少等这么久；如果已经超出你的总时限，就停止。".into(),
             "5. **409 Conflict：** 同一个键的第一次请求还在处理中，稍等后用同一个键、同样的请求体重试。\
              **422：** 同一个键被用在了不同的请求体上，是客户端 bug，不要重试。**400：** 缺少必需的键。"
-        );
-        if let Some(longest) = longest_overall(sections) {
-            let _ = writeln!(
-                out,
-                "6. **单次尝试的超时要大于 {}**（网关处理一个请求的最长时间），\
-                 否则网关还在重试，你却已经放弃并发出了第二个请求。",
-                duration(longest, Lang::Zh)
-            );
-        }
+                .into(),
+        ]
+    }
+    fn client_timeout(longest: &str) -> String {
+        format!(
+            "6. **单次尝试的超时要大于 {longest}**（网关处理一个请求的最长时间），\
+             否则网关还在重试，你却已经放弃并发出了第二个请求。"
+        )
+    }
+    fn footer(from_filter_config: bool) -> &'static str {
         if from_filter_config {
-            let _ = writeln!(
-                out,
-                "\n*由 `kong-retry-notice` 根据过滤器配置文件生成（不含路由信息）。*"
-            );
+            "*由 `kong-retry-notice` 根据过滤器配置文件生成（不含路由信息）。*"
         } else {
-            let _ = writeln!(out, "\n*由 `kong-retry-notice` 根据网关配置生成。*");
+            "*由 `kong-retry-notice` 根据网关配置生成。*"
         }
-        out
+    }
+
+    fn budget_refuses_all(per_try: &str) -> String {
+        format!("- **重试：** 无。重试预算没有可用的存储，且配置为拒绝，所有重试都会被拒绝，每个请求只尝试一次（最长 {per_try}）。")
+    }
+    const ZERO_RETRIES: &'static str =
+        "- **重试：** 无。过滤器已启用，但重试次数设为 0，每个请求按普通方式只发一次。";
+    fn statuses(statuses: &[u16]) -> String {
+        format!("返回 {}", status_list(statuses, "、"))
+    }
+    const CONNECT_FAILURE: &'static str = "连不上后端";
+    fn timeout(per_try: &str) -> String {
+        format!("单次尝试 {per_try}内无响应（超时）")
+    }
+    const RESET: &'static str = "响应未收完连接就被重置";
+    fn retried(failures: &[String]) -> String {
+        format!("- **网关会重试：** {}。", failures.join("；"))
+    }
+    const NO_WAITS: &'static str = "两次尝试之间不等待，立即重试";
+    fn fixed_wait(interval: &str) -> String {
+        format!("每次重试前固定等待 {interval}")
+    }
+    fn random_waits(ceilings: &[String]) -> String {
+        if ceilings.len() == 1 {
+            format!("重试前随机等待，最长 {}", ceilings.join(""))
+        } else {
+            format!("每次重试前随机等待，上限依次为 {}", ceilings.join("、"))
+        }
+    }
+    fn how_many(retries: u32, attempts: u32, waits: &str) -> String {
+        format!(
+            "- **重试次数：** 首次之后最多再重试 {retries} 次（共 {attempts} 次尝试），{waits}。"
+        )
+    }
+    fn adaptive(window: &str, scheduled: &[String]) -> String {
+        let scheduled = if scheduled.is_empty() {
+            String::new()
+        } else {
+            format!("；计划维护窗口（{}）内也全程重试", scheduled.join("；"))
+        };
+        format!("- **何时重试：** 只在网关发现故障时。平时请求直接转发到后端，不做重试；网关一旦看到上面列出的某种失败，就在之后 {window}内重试请求（失败持续时会顺延）{scheduled}。最先暴露故障的那个失败响应不会被重试，会原样返回给你——后端重启时，大约每个网关工作进程一个——所以你的客户端仍然需要重试（见下文）。")
+    }
+    fn retry_after_deadline(deadline: &str) -> String {
+        format!("（前提是重试仍能在总时限 {deadline}内完成）")
+    }
+    fn retry_after_waits(statuses: &[String], max: &str, deadline_note: &str) -> String {
+        format!(
+            "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {max}，网关就等够再重试{deadline_note}；更长的会原样返回给你。",
+            statuses.join(" 或 ")
+        )
+    }
+    fn retry_after_cannot_wait(statuses: &[String]) -> String {
+        format!(
+            "- **`Retry-After`：** 网关在这里无法等待，所以带 `Retry-After` 要求等待的 {} 响应不会被重试，会原样返回给你。",
+            statuses.join(" 或 ")
+        )
+    }
+    fn attempts_of(attempts: u32, per_try: &str) -> String {
+        format!("{attempts} 次尝试、每次最长 {per_try}")
+    }
+    fn plus_waits(waits: &str) -> String {
+        format!("，加上最长 {waits}的等待")
+    }
+    const RETRY_AFTER_INCLUDED: &'static str = "（含 `Retry-After`）";
+    fn longest_capped(longest: &str, parts: &str, sum: &str, deadline: &str) -> String {
+        format!("- **单个请求在网关最长耗时：** {longest}。{parts}，合计可达 {sum}，但网关的总时限 {deadline}会先结束这个请求。")
+    }
+    fn longest(longest: &str, parts: &str, deadline: &str) -> String {
+        format!("- **单个请求在网关最长耗时：** {longest}，即 {parts}（总时限为 {deadline}）。")
+    }
+    fn all_time_out(attempts: u32) -> String {
+        format!("  如果每次尝试都超时，总时限内只来得及尝试 {attempts} 次。")
+    }
+    const RESPONSE_MODE: &'static str =
+        "  （response 模式：第一次尝试受代理自身的路由超时约束，而不是上面的单次超时。）";
+    const NEVER: &'static str = "- **不会自动重试：**";
+    fn without_key(methods: &[String], header: &str) -> String {
+        format!(
+            "**不带** `{header}` 请求头的 {} 请求（带上这个头之后，会和其他请求一样被重试）",
+            methods.join("、")
+        )
+    }
+    const ANY_BODY: &'static str = "带请求体的任何请求";
+    fn body_over(size: &str) -> String {
+        format!("请求体超过 {size} 的请求")
+    }
+    const ANY_STATUS: &'static str = "任何带 HTTP 状态码的响应（只重试连接层面的失败）";
+    const OTHER_STATUS: &'static str = "其他状态码的响应，例如 500 和各种 4xx";
+    fn unkeyed_retried(methods: &[String], header: &str) -> String {
+        format!(
+            "- **注意：** 该路由上的 {} 请求即使不带 `{header}` 也会被重试，请务必带上幂等键。",
+            methods.join("、")
+        )
+    }
+    fn budget(scope: BudgetScope, percent: u32, per_second: u32, window: &str) -> String {
+        let scope = match scope {
+            BudgetScope::Route => "该路由请求数",
+            BudgetScope::Upstream => "发往同一后端的请求数",
+        };
+        format!("- **重试预算：** 重试量上限为{scope}的 {percent}%，另加每秒 {per_second} 次（未用完的额度最多保留 {window}）。遇到真正的故障时，超出部分的失败会直接返回给你，不再重试。")
+    }
+    fn attempts_header(header: &str, adaptive: bool) -> String {
+        format!(
+            "- **响应头：** `{header}` 表示网关一共尝试了几次（1 表示没有重试）；不符合网关重试条件的请求{}不带这个头。",
+            if adaptive {
+                "，以及网关未发现故障、直接转发的请求，"
+            } else {
+                ""
+            }
+        )
     }
 }
 
