@@ -1,0 +1,164 @@
+//! What the client gets: local responses under each profile's rules, the
+//! final response once the response phases ran, and relaying after a trap.
+
+use super::flight::{RawResponse, Stage};
+use super::Gateway;
+use crate::http::{framing_ok, ClientResponse, RequestId, Source};
+use crate::profile::{LocalResponseRule, Phase, Profile};
+
+impl Gateway {
+    pub(super) fn apply_local_response(
+        &mut self,
+        w: usize,
+        ctx: u32,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        rule: LocalResponseRule,
+    ) {
+        let profile = self.profile();
+        let Some(rid) = self.live_flight_of(w, ctx) else {
+            return;
+        };
+        let body = profile.local_response_body(&body);
+        let mut raw = RawResponse {
+            status,
+            headers: Vec::new(),
+            body: body.clone(),
+            source: Source::Local,
+        };
+        let Some(stream) = self.stream_mut(w, ctx) else {
+            return;
+        };
+        match rule {
+            LocalResponseRule::ReplaceStatusAndBody => {
+                // Kong in on_response_headers: status and body replaced, headers
+                // argument ignored, upstream headers (stale content-length) kept.
+                stream.resp_headers.retain(|(k, _)| k != ":status");
+                stream
+                    .resp_headers
+                    .insert(0, (":status".to_string(), status.to_string()));
+                stream.resp_body = body;
+                raw.headers = stream
+                    .resp_headers
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with(':'))
+                    .cloned()
+                    .collect();
+            }
+            _ => {
+                let hs = profile.local_response_headers(&headers, body.len());
+                raw.headers = hs.clone();
+                stream.resp_headers = vec![(":status".to_string(), status.to_string())];
+                stream.resp_headers.extend(hs);
+                stream.resp_body = body;
+            }
+        }
+        stream.has_response = true;
+        let Some(f) = self.flights.get_mut(&rid) else {
+            return;
+        };
+        if let Stage::AwaitUpstream(call) = f.stage {
+            self.pending.remove(&call);
+        }
+        f.source = Source::Local;
+        f.raw = Some(raw);
+        f.stage = match (profile, rule) {
+            (_, LocalResponseRule::ReplaceStatusAndBody) => Stage::Log,
+            // Kong (BRIEF, real host): after a local response the filter's
+            // response headers, response body (once, whole) and log run.
+            (Profile::Kong, _) => Stage::ResponseHeaders,
+            (Profile::Envoy, _) => Stage::Log,
+        };
+        if profile == Profile::Kong {
+            // ngx_proxy_wasm_host.c: "local response produced, cancelling
+            // pending dispatch calls".
+            self.pending
+                .retain(|_, p| !(p.call.worker == w && p.ctx == ctx && p.call.is_dispatch()));
+        }
+    }
+
+    /// The filter's instance is gone: the client gets the upstream's answer as is.
+    pub(super) fn finish_untouched(&mut self, rid: RequestId) {
+        let Some(f) = self.flights.get_mut(&rid) else {
+            return;
+        };
+        if let Some(raw) = f.raw.clone() {
+            f.response = Some(finish(raw, true));
+        }
+        f.stage = Stage::Done;
+    }
+
+    /// Fixes the client's response, then on_log, on_done, on_delete.
+    pub(super) fn complete(&mut self, rid: RequestId) {
+        let Some(f) = self.flights.get(&rid) else {
+            return;
+        };
+        let (w, ctx, source) = (f.worker, f.ctx, f.source);
+        let Some(stream) = self.stream_mut(w, ctx) else {
+            if let Some(f) = self.flights.get_mut(&rid) {
+                f.stage = Stage::Done;
+            }
+            return;
+        };
+        let status = crate::http::find_header(&stream.resp_headers, ":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .unwrap_or(502);
+        let headers: Vec<(String, String)> = stream
+            .resp_headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':'))
+            .cloned()
+            .collect();
+        let body = stream.resp_body.clone();
+        let framing_error = !framing_ok(&headers, body.len());
+        if let Some(f) = self.flights.get_mut(&rid) {
+            f.response = Some(ClientResponse {
+                status,
+                headers,
+                body,
+                source,
+                trapped: false,
+                framing_error,
+            });
+            f.stage = Stage::Done;
+        }
+        let c = ctx as i32;
+        if self
+            .callback(w, Phase::Log, ctx, "proxy_on_log", &[c])
+            .is_err()
+        {
+            return;
+        }
+        if self
+            .callback(w, Phase::Done, ctx, "proxy_on_done", &[c])
+            .is_err()
+        {
+            return;
+        }
+        if self
+            .callback(w, Phase::Done, ctx, "proxy_on_delete", &[c])
+            .is_err()
+        {
+            return;
+        }
+        if let Some(worker) = self.slots[w].worker.as_mut() {
+            worker.store.data_mut().streams.remove(&ctx);
+        }
+        // A finished stream's dispatches are never delivered.
+        self.pending
+            .retain(|_, p| !(p.call.worker == w && p.ctx == ctx && p.call.is_dispatch()));
+    }
+}
+
+pub(super) fn finish(raw: RawResponse, trapped: bool) -> ClientResponse {
+    let framing_error = !framing_ok(&raw.headers, raw.body.len());
+    ClientResponse {
+        status: raw.status,
+        headers: raw.headers,
+        body: raw.body,
+        source: raw.source,
+        trapped,
+        framing_error,
+    }
+}

@@ -1,0 +1,57 @@
+//! A client request in flight: the phase it is at and its response so far.
+
+use super::RequestStats;
+use crate::http::{CallId, ClientResponse, Request, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    RequestHeaders,
+    AwaitRequestHeaders,
+    RequestBody,
+    AwaitRequestBody,
+    Proxy,
+    AwaitUpstream(CallId),
+    ResponseHeaders,
+    AwaitResponseHeaders,
+    ResponseBody,
+    AwaitResponseBody,
+    Log,
+    Done,
+}
+
+impl Stage {
+    pub(super) fn runnable(self) -> bool {
+        matches!(
+            self,
+            Stage::RequestHeaders
+                | Stage::RequestBody
+                | Stage::Proxy
+                | Stage::ResponseHeaders
+                | Stage::ResponseBody
+                | Stage::Log
+        )
+    }
+}
+
+/// A response as produced before the filter's response phases touched it.
+#[derive(Debug, Clone)]
+pub(super) struct RawResponse {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
+    pub(super) source: Source,
+}
+
+pub(super) struct Flight {
+    pub(super) worker: usize,
+    pub(super) ctx: u32,
+    pub(super) generation: u64,
+    pub(super) stage: Stage,
+    pub(super) request: Request,
+    pub(super) source: Source,
+    pub(super) raw: Option<RawResponse>,
+    /// The instance trapped while the forward was in flight: relay untouched.
+    pub(super) filter_gone: bool,
+    pub(super) response: Option<ClientResponse>,
+    pub(super) stats: RequestStats,
+}

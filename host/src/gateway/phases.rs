@@ -1,0 +1,255 @@
+//! Driving a request through the filter's phases under the profile's rules:
+//! which callback runs next, and where a Pause waits.
+
+use super::flight::{Flight, Stage};
+use super::{Gateway, RequestStats};
+use crate::http::{ClientResponse, Request, RequestId, Source};
+use crate::profile::{Phase, Profile};
+use crate::worker::{Stream, ROOT_ID};
+
+impl Gateway {
+    /// Sends a client request to a worker (index taken modulo the worker
+    /// count) and runs its phases until it waits for something.
+    pub fn send(&mut self, worker: usize, request: Request) -> RequestId {
+        let w = worker % self.slots.len();
+        self.next_request += 1;
+        let rid = RequestId(self.next_request);
+        let mut flight = Flight {
+            worker: w,
+            ctx: 0,
+            generation: 0,
+            stage: Stage::RequestHeaders,
+            request,
+            source: Source::Upstream,
+            raw: None,
+            filter_gone: false,
+            response: None,
+            stats: RequestStats::default(),
+        };
+        // Kong (BRIEF): after a trap the next request gets a fresh instance
+        // whose root context is configured again.
+        if self.slots[w].worker.is_none() {
+            let generation = self.slots[w].generation;
+            match self.start_worker(w, generation) {
+                Ok(worker) => {
+                    self.slots[w].worker = Some(worker);
+                    self.slots[w].next_ctx = ROOT_ID + 1;
+                    self.reschedule_tick(w);
+                }
+                Err(e) => {
+                    self.host_log(
+                        w,
+                        crate::LogLevel::Error,
+                        format!("cannot start instance: {e}"),
+                    );
+                    let (status, headers, body) = self.profile().trap_response();
+                    flight.response = Some(ClientResponse {
+                        status,
+                        headers,
+                        body,
+                        source: Source::Gateway,
+                        trapped: true,
+                        framing_error: false,
+                    });
+                    flight.stage = Stage::Done;
+                    self.flights.insert(rid, flight);
+                    return rid;
+                }
+            }
+        }
+        let slot = &mut self.slots[w];
+        let ctx = slot.next_ctx;
+        slot.next_ctx += 1;
+        flight.ctx = ctx;
+        flight.generation = slot.generation;
+        let profile = self.settings.profile;
+        let req = &flight.request;
+        let mut req_headers = vec![
+            (":authority".to_string(), req.authority.clone()),
+            (":method".to_string(), req.method.clone()),
+            (":path".to_string(), req.path.clone()),
+            (":scheme".to_string(), req.scheme.clone()),
+        ];
+        req_headers.extend(req.wire_headers());
+        let stream = Stream {
+            request: Some(rid),
+            req_headers,
+            req_body: req.body.clone(),
+            req_body_spilled: profile
+                .request_body_spilled(req.body.len(), self.settings.body_buffer_size),
+            ..Stream::default()
+        };
+        if let Some(worker) = slot.worker.as_mut() {
+            worker.store.data_mut().streams.insert(ctx, stream);
+        }
+        self.flights.insert(rid, flight);
+        let created = self.callback(
+            w,
+            Phase::RequestHeaders,
+            ctx,
+            "proxy_on_context_create",
+            &[ctx as i32, ROOT_ID as i32],
+        );
+        if created.is_ok() {
+            self.pump();
+        }
+        rid
+    }
+
+    pub(super) fn after_request_headers(&self, rid: RequestId) -> Stage {
+        let Some(f) = self.flights.get(&rid) else {
+            return Stage::Done;
+        };
+        let headers = f.request.wire_headers();
+        if self
+            .profile()
+            .has_request_body(&headers, f.request.body.len())
+        {
+            Stage::RequestBody
+        } else {
+            Stage::Proxy
+        }
+    }
+
+    /// Runs runnable stages until every request waits or is done.
+    pub(super) fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let next = self
+                .flights
+                .iter()
+                .find(|(_, f)| f.stage.runnable())
+                .map(|(id, _)| *id);
+            let Some(rid) = next else { return };
+            self.step(rid);
+        }
+    }
+
+    pub(super) fn step(&mut self, rid: RequestId) {
+        let profile = self.profile();
+        let Some(f) = self.flights.get(&rid) else {
+            return;
+        };
+        let (w, ctx, stage) = (f.worker, f.ctx, f.stage);
+        let set = |gw: &mut Gateway, s: Stage| {
+            if let Some(f) = gw.flights.get_mut(&rid) {
+                f.stage = s;
+            }
+        };
+        let unchanged = |gw: &Gateway| gw.flights.get(&rid).map(|f| f.stage) == Some(stage);
+        match stage {
+            Stage::RequestHeaders => {
+                let (n, body_len) = match self.stream_mut(w, ctx) {
+                    Some(s) => (s.req_headers.len(), s.req_body.len()),
+                    None => return set(self, Stage::Done),
+                };
+                let eos = profile.request_headers_end_of_stream(body_len);
+                let r = self.callback(
+                    w,
+                    Phase::RequestHeaders,
+                    ctx,
+                    "proxy_on_request_headers",
+                    &[ctx as i32, n as i32, eos as i32],
+                );
+                let Ok(action) = r else { return };
+                if !unchanged(self) {
+                    return;
+                }
+                let next = self.after_request_headers(rid);
+                if action == Some(1) && profile.pause_waits(Phase::RequestHeaders) {
+                    // Envoy: StopIteration holds the headers, not the body.
+                    if next == Stage::RequestBody && !profile.headers_pause_holds_body() {
+                        set(self, Stage::RequestBody);
+                    } else {
+                        set(self, Stage::AwaitRequestHeaders);
+                    }
+                } else {
+                    set(self, next);
+                }
+            }
+            Stage::RequestBody => {
+                let len = self
+                    .stream_mut(w, ctx)
+                    .map(|s| s.req_body.len())
+                    .unwrap_or(0);
+                // Kong (BRIEF): called once with the whole body, end_of_stream true.
+                let r = self.callback(
+                    w,
+                    Phase::RequestBody,
+                    ctx,
+                    "proxy_on_request_body",
+                    &[ctx as i32, len as i32, 1],
+                );
+                let Ok(action) = r else { return };
+                if !unchanged(self) {
+                    return;
+                }
+                if action == Some(1) && profile.pause_waits(Phase::RequestBody) {
+                    set(self, Stage::AwaitRequestBody);
+                } else {
+                    set(self, Stage::Proxy);
+                }
+            }
+            Stage::Proxy => self.forward(rid),
+            Stage::ResponseHeaders => {
+                if self.flights.get(&rid).is_some_and(|f| f.filter_gone) {
+                    return self.finish_untouched(rid);
+                }
+                let (n, empty) = match self.stream_mut(w, ctx) {
+                    Some(s) => (s.resp_headers.len(), s.resp_body.is_empty()),
+                    None => return set(self, Stage::Done),
+                };
+                let r = self.callback(
+                    w,
+                    Phase::ResponseHeaders,
+                    ctx,
+                    "proxy_on_response_headers",
+                    &[ctx as i32, n as i32, empty as i32],
+                );
+                let Ok(action) = r else { return };
+                if !unchanged(self) {
+                    return;
+                }
+                if action == Some(1) && profile.pause_waits(Phase::ResponseHeaders) {
+                    // Envoy: StopIteration holds the headers, not the body; a
+                    // Continue from the body callback lets the response go on.
+                    if !empty && !profile.headers_pause_holds_body() {
+                        set(self, Stage::ResponseBody);
+                    } else {
+                        set(self, Stage::AwaitResponseHeaders);
+                    }
+                } else {
+                    set(self, Stage::ResponseBody);
+                }
+            }
+            Stage::ResponseBody => {
+                let len = self
+                    .stream_mut(w, ctx)
+                    .map(|s| s.resp_body.len())
+                    .unwrap_or(0);
+                // Kong (BRIEF): the body callback runs once with the whole body,
+                // also for an empty one; Envoy calls it only when there is data.
+                if len == 0 && profile == Profile::Envoy {
+                    return set(self, Stage::Log);
+                }
+                let r = self.callback(
+                    w,
+                    Phase::ResponseBody,
+                    ctx,
+                    "proxy_on_response_body",
+                    &[ctx as i32, len as i32, 1],
+                );
+                let Ok(action) = r else { return };
+                if !unchanged(self) {
+                    return;
+                }
+                if action == Some(1) && profile.pause_waits(Phase::ResponseBody) {
+                    set(self, Stage::AwaitResponseBody);
+                } else {
+                    set(self, Stage::Log);
+                }
+            }
+            Stage::Log => self.complete(rid),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Property imports: the builder's properties, the filter's own, and the
+//! request-derived ones each profile exposes.
+
+use super::guest::{counted, read, return_bytes, text, C, R};
+use super::state::WorkerState;
+use crate::abi::status;
+use crate::profile::Profile;
+use wasmtime::Linker;
+
+pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_get_property",
+        |mut c: C<'_>, pp: i32, pn: i32, rp: i32, rs: i32| -> R<i32> {
+            counted(&mut c);
+            let Some(path) = read(&mut c, pp, pn) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let path: Vec<String> = path
+                .split(|b| *b == 0)
+                .map(text)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let value = lookup_property(c.data(), &path);
+            match value {
+                Some(v) => return_bytes(&mut c, &v, rp, rs),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: C<'_>, pp: i32, pn: i32, vp: i32, vn: i32| -> R<i32> {
+            counted(&mut c);
+            let (Some(path), Some(value)) = (read(&mut c, pp, pn), read(&mut c, vp, vn)) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let path: Vec<String> = path
+                .split(|b| *b == 0)
+                .map(text)
+                .filter(|s| !s.is_empty())
+                .collect();
+            c.data_mut().set_properties.insert(path, value);
+            Ok(status::OK)
+        },
+    )?;
+    Ok(())
+}
+
+fn lookup_property(state: &WorkerState, path: &[String]) -> Option<Vec<u8>> {
+    if let Some(v) = state.set_properties.get(path) {
+        return Some(v.clone());
+    }
+    if let Some((_, v)) = state
+        .settings
+        .properties
+        .iter()
+        .rev()
+        .find(|(p, _)| p == path)
+    {
+        return v.clone();
+    }
+    // Request-derived properties of the effective stream.
+    let stream = state.streams.get(&state.effective)?;
+    let header =
+        |n: &str| crate::http::find_header(&stream.req_headers, n).map(|v| v.as_bytes().to_vec());
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (state.profile(), p.as_slice()) {
+        (Profile::Kong, ["ngx", "request_method"]) => header(":method"),
+        (Profile::Kong, ["ngx", "request_uri"]) => header(":path"),
+        (Profile::Kong, ["ngx", "uri"]) => {
+            header(":path").map(|p| p.split(|b| *b == b'?').next().unwrap_or(&[]).to_vec())
+        }
+        (Profile::Kong, ["ngx", "scheme"]) => header(":scheme"),
+        (Profile::Kong, ["ngx", "host"]) => header(":authority"),
+        (Profile::Envoy, ["request", "path"]) => header(":path"),
+        (Profile::Envoy, ["request", "method"]) => header(":method"),
+        (Profile::Envoy, ["request", "host"]) => header(":authority"),
+        (Profile::Envoy, ["request", "scheme"]) => header(":scheme"),
+        (_, ["request", "headers", name]) => header(name),
+        _ => None,
+    }
+}

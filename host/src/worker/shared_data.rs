@@ -1,0 +1,81 @@
+//! Shared-data imports: the node-wide key/value store with cas, under the
+//! profile's zone and cas rules.
+
+use super::guest::{counted, host_trap, read, return_bytes, text, write_u32, C, R};
+use super::state::WorkerState;
+use crate::abi::status;
+use crate::profile::{CasZero, Profile};
+use wasmtime::Linker;
+
+pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_get_shared_data",
+        |mut c: C<'_>, kp: i32, kn: i32, rp: i32, rs: i32, rcas: i32| -> R<i32> {
+            counted(&mut c);
+            c.data_mut().stats.shared_data_gets += 1;
+            let Some(key) = read(&mut c, kp, kn) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let state = c.data();
+            if let Some(msg) = state
+                .profile()
+                .shared_data_trap(state.settings.shared_data_zone, true)
+            {
+                return Err(host_trap(msg));
+            }
+            let found = state.node().shared_data.get(&text(&key)).cloned();
+            match found {
+                None => Ok(status::NOT_FOUND),
+                Some((value, cas)) => {
+                    let st = return_bytes(&mut c, &value, rp, rs)?;
+                    if st == status::OK && !write_u32(&mut c, rcas, cas) {
+                        return Ok(status::INVALID_MEMORY_ACCESS);
+                    }
+                    Ok(st)
+                }
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_shared_data",
+        |mut c: C<'_>, kp: i32, kn: i32, vp: i32, vn: i32, cas: i32| -> R<i32> {
+            counted(&mut c);
+            c.data_mut().stats.shared_data_sets += 1;
+            let (Some(key), Some(value)) = (read(&mut c, kp, kn), read(&mut c, vp, vn)) else {
+                return Ok(status::INVALID_MEMORY_ACCESS);
+            };
+            let state = c.data();
+            let profile = state.profile();
+            if let Some(msg) = profile.shared_data_trap(state.settings.shared_data_zone, false) {
+                return Err(host_trap(msg));
+            }
+            let key = text(&key);
+            let cas = cas as u32;
+            let mut node = state.node();
+            let current = node.shared_data.get(&key).map(|(_, c)| *c);
+            let write = match (current, cas) {
+                (None, 0) => true,
+                (Some(_), 0) => profile.cas_zero() == CasZero::Unconditional,
+                (Some(cur), cas) => cur == cas,
+                // proxy-wasm-cpp-host inserts an absent key whatever the cas;
+                // ngx_wasm_shm_kv finds no entry to compare with.
+                (None, _) => profile == Profile::Envoy,
+            };
+            if !write {
+                return Ok(status::CAS_MISMATCH);
+            }
+            // Kong: a null value pointer deletes the key (ngx_proxy_wasm_host.c).
+            if vp == 0 && value.is_empty() && profile == Profile::Kong {
+                node.shared_data.remove(&key);
+                return Ok(status::OK);
+            }
+            node.next_cas = node.next_cas.wrapping_add(1).max(1);
+            let next = node.next_cas;
+            node.shared_data.insert(key, (value, next));
+            Ok(status::OK)
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The data of a worker's store: the streams host calls see, and what a
+//! callback leaves behind for the gateway (effects, cost).
+
+use crate::gateway::{LogEntry, LogLevel, Node, Settings};
+use crate::http::{RequestId, UpstreamCall};
+use crate::profile::{LocalResponseRule, Phase, Profile};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use wasmtime::StoreLimits;
+
+/// An HTTP stream (one client request) as the host calls of its context see it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Stream {
+    pub request: Option<RequestId>,
+    pub req_headers: Vec<(String, String)>,
+    pub req_body: Vec<u8>,
+    pub req_body_spilled: bool,
+    pub req_trailers: Vec<(String, String)>,
+    pub resp_headers: Vec<(String, String)>,
+    pub resp_body: Vec<u8>,
+    pub resp_trailers: Vec<(String, String)>,
+    pub has_response: bool,
+    pub local_response_sent: bool,
+}
+
+/// The dispatch response visible during `on_http_call_response`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CallResponse {
+    pub headers: Vec<(String, String)>,
+    /// Looked up by name but not listed in the pairs (Kong's `:dispatch_status: ok`).
+    pub hidden: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub body_readable: bool,
+}
+
+/// What a callback asked the host to do, applied by the gateway afterwards.
+#[derive(Debug, Clone)]
+pub(crate) enum Effect {
+    LocalResponse {
+        ctx: u32,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        rule: LocalResponseRule,
+    },
+    Continue {
+        ctx: u32,
+    },
+    Dispatch {
+        ctx: u32,
+        call: UpstreamCall,
+    },
+}
+
+/// Host-call accounting for the current callback.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CallStats {
+    pub host_calls: u64,
+    pub bytes_to_guest: u64,
+    pub bytes_from_guest: u64,
+    pub shared_data_gets: u64,
+    pub shared_data_sets: u64,
+}
+
+/// The data of a worker's wasmtime store.
+pub(crate) struct WorkerState {
+    pub worker: usize,
+    pub settings: Arc<Settings>,
+    pub node: Arc<Mutex<Node>>,
+    pub(super) limits: StoreLimits,
+    pub phase: Phase,
+    pub active: u32,
+    pub effective: u32,
+    pub streams: HashMap<u32, Stream>,
+    pub call_response: Option<CallResponse>,
+    pub tick_period_ms: Option<u64>,
+    pub tick_changed: bool,
+    pub effects: Vec<Effect>,
+    pub stats: CallStats,
+    pub fuel_used: u64,
+    pub(super) next_token: u32,
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
+    pub(super) set_properties: HashMap<Vec<String>, Vec<u8>>,
+    pub(super) rng: u64,
+}
+
+impl WorkerState {
+    pub(super) fn node(&self) -> MutexGuard<'_, Node> {
+        // A poisoned lock only means another thread panicked mid-update; the
+        // fakes stay usable for reporting.
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn log(&self, level: LogLevel, message: String) {
+        let entry = LogEntry {
+            worker: self.worker,
+            context_id: self.active,
+            level,
+            message,
+        };
+        self.node().logs.push(entry);
+    }
+
+    pub(super) fn profile(&self) -> Profile {
+        self.settings.profile
+    }
+}
