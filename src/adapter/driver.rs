@@ -1,17 +1,18 @@
 //! One request: host callbacks become `exchange` events, actions become host calls.
 
 use super::abi;
+use super::env::{report_failure, HostEnv};
+use super::kong_response;
 use super::root::{Host, Notice, Shared};
 use crate::adaptive::{self, Handling};
 use crate::config::{self, BudgetScope, Mode, Plan, ProtectionScope, Scheme};
 use crate::exchange::{
-    Action, Attempt, AttemptResponse, BodyRead, Env, Event, Exchange, Execution, Target,
+    Action, Attempt, AttemptResponse, BodyRead, Event, Exchange, Execution, Target,
 };
-use crate::header_map::{first, Headers};
+use crate::header_map::first;
 use crate::metrics::{self, Counter};
 use crate::outcome::{Failure, Outcome};
 use crate::protection::Protection;
-use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -78,89 +79,37 @@ struct Watch {
     calm: bool,
 }
 
-struct HostEnv<'a> {
-    shared: &'a Shared,
-    host: Host,
-    scope: &'a str,
-    context_id: u32,
-    can_wait: bool,
-    /// Adaptive mode: failures are reported to the protection scope `.0` (`None`: fixed).
-    watch: Option<Option<&'a str>>,
-}
-
-/// Reports a retryable outcome to the worker's protection cache (adaptive mode); counts and
-/// logs a protection that this starts. `scope`: `None` for the VM's fixed scope.
-fn report_failure(shared: &Shared, host: Host, scope: Option<&str>, ctx: u32, outcome: Outcome) {
-    let (Ok(mut store), Ok(mut protection)) = (
-        shared.store.try_borrow_mut(),
-        shared.protection.try_borrow_mut(),
-    ) else {
-        return;
-    };
-    let transition = protection.mark_failure(&mut store, host, scope, abi::now_ms());
-    if let Some(counter) = transition.and_then(metrics::on_protection) {
-        log::info!(
-            "kong_retry [{ctx}]: adaptive: protection of {} started after {}",
-            scope.or(protection.fixed_scope()).unwrap_or_default(),
-            outcome.label()
-        );
-        drop((store, protection));
-        shared.metrics.borrow_mut().add(counter);
-    }
-}
-
-impl Env for HostEnv<'_> {
-    fn now_ms(&self) -> u64 {
-        abi::now_ms()
-    }
-    fn random(&mut self) -> u64 {
-        self.shared.random()
-    }
-    fn record_request(&mut self) {
-        if let (Ok(mut budget), Ok(mut store)) = (
-            self.shared.budget.try_borrow_mut(),
-            self.shared.store.try_borrow_mut(),
-        ) {
-            budget.record_request(
-                &mut store,
-                self.host,
-                self.scope,
-                abi::now_ms(),
-                self.context_id,
-            );
-        }
-    }
-    fn allow_retry(&mut self, attempt: u32) -> bool {
-        match (
-            self.shared.budget.try_borrow_mut(),
-            self.shared.store.try_borrow_mut(),
-        ) {
-            (Ok(mut budget), Ok(mut store)) => budget.allow_retry(
-                &mut store,
-                self.host,
-                self.scope,
-                abi::now_ms(),
-                self.context_id,
-                attempt,
-            ),
-            // Cannot happen (one thread, no callback inside a budget call); deny, the side
-            // that cannot amplify an outage.
-            _ => false,
-        }
-    }
-    fn can_wait(&self) -> bool {
-        self.can_wait
-    }
-    fn failure_seen(&mut self, outcome: Outcome) {
-        if let Some(scope) = self.watch {
-            report_failure(self.shared, self.host, scope, self.context_id, outcome);
-        }
-    }
-}
-
 impl Driver {
+    /// A driver for request `id`; it knows itself weakly, for the root's registry.
+    pub fn new_shared(id: u32, shared: Rc<Shared>) -> Rc<RefCell<Driver>> {
+        Rc::new_cyclic(|this| {
+            RefCell::new(Driver {
+                id,
+                shared,
+                host: Host::Unknown,
+                exchange: None,
+                tokens: BTreeMap::new(),
+                body_fix_pending: false,
+                scope: String::new(),
+                counted: false,
+                watch: None,
+                can_wait: true,
+                this: this.clone(),
+                registered: false,
+            })
+        })
+    }
+
+    /// Takes on request `id` (a spare driver, reset when its last request ended).
+    pub fn serve(&mut self, id: u32) {
+        self.id = id;
+    }
+
     /// Forgets the finished request (its memory too), so the driver can serve the next.
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
+        if self.registered {
+            self.shared.unregister(self.id);
+        }
         self.host = Host::Unknown;
         self.exchange = None;
         self.tokens.clear();
@@ -371,7 +320,7 @@ impl Driver {
         (path, host)
     }
 
-    fn on_request_headers(&mut self) -> HostAction {
+    pub fn on_request_headers(&mut self) -> HostAction {
         let Some(plan) = self.shared.plan.borrow().clone() else {
             return HostAction::Continue;
         };
@@ -410,7 +359,7 @@ impl Driver {
         self.run(action, Phase::Request)
     }
 
-    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
         let Some(x) = self.exchange.as_deref() else {
             return HostAction::Continue;
         };
@@ -429,17 +378,15 @@ impl Driver {
         self.run(action, Phase::Request)
     }
 
-    fn on_response_headers(&mut self) -> HostAction {
+    pub fn on_response_headers(&mut self) -> HostAction {
         let Some(x) = self.exchange.as_deref() else {
             self.watch_native_response();
             return HostAction::Continue;
         };
         if let Some(sent) = x.sent_response() {
             if self.host == Host::Kong {
-                self.repair_kong_local_response_headers(
-                    &sent.headers.clone(),
-                    !sent.body.is_empty(),
-                );
+                kong_response::restore_headers(self.id, &sent.headers);
+                self.body_fix_pending = !sent.body.is_empty();
             }
             return HostAction::Continue;
         }
@@ -458,7 +405,7 @@ impl Driver {
         HostAction::Continue
     }
 
-    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
         // Response mode: the native response is held while a retry runs (Envoy delivers its
         // body even though the headers were paused).
         if self.exchange.as_deref().is_some_and(Exchange::retrying) {
@@ -472,48 +419,9 @@ impl Driver {
         }
         self.body_fix_pending = false;
         if let Some(sent) = self.exchange.as_deref().and_then(Exchange::sent_response) {
-            if let Err(s) = abi::set_buffer(abi::HTTP_RESPONSE_BODY, 0, body_size, &sent.body) {
-                log::warn!(
-                    "kong_retry [{}]: cannot restore the response body (status {})",
-                    self.id,
-                    s.0
-                );
-            }
+            kong_response::restore_body(self.id, body_size, &sent.body);
         }
         HostAction::Continue
-    }
-
-    /// Kong's local responses keep only the last value of a repeated header, and carry the
-    /// host's Content-Length for the body plus its appended "\n": put back every value and let
-    /// the body go chunked, to be restored in the body phase.
-    fn repair_kong_local_response_headers(&mut self, headers: &Headers, has_body: bool) {
-        let _ = abi::remove_header(abi::RESPONSE_HEADERS, "content-length");
-        let mut seen: Vec<&str> = Vec::new();
-        for (name, _) in headers {
-            if seen.contains(&name.as_str()) {
-                continue;
-            }
-            seen.push(name);
-            let values: Vec<&[u8]> = headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_slice())
-                .collect();
-            if values.len() < 2 {
-                continue;
-            }
-            let mut ok = abi::replace_header(abi::RESPONSE_HEADERS, name, values[0]).is_ok();
-            for v in &values[1..] {
-                ok &= abi::add_header(abi::RESPONSE_HEADERS, name, v).is_ok();
-            }
-            if !ok {
-                log::warn!(
-                    "kong_retry [{}]: cannot restore repeated header {name}",
-                    self.id
-                );
-            }
-        }
-        self.body_fix_pending = has_body;
     }
 
     /// Tells the client how many attempts a natively proxied response took.
@@ -832,122 +740,5 @@ fn read_call_response(body_size: usize) -> AttemptResponse {
         outcome,
         headers,
         body,
-    }
-}
-
-/// The SDK-facing http context: a thin shim over a shared `Driver`.
-pub struct HttpShim {
-    id: u32,
-    shared: Rc<Shared>,
-    driver: Rc<RefCell<Driver>>,
-}
-
-impl HttpShim {
-    /// A new request context, on a spare driver if the VM has one.
-    pub fn new(id: u32, shared: Rc<Shared>) -> Self {
-        let spare = shared.spare_drivers.borrow_mut().pop();
-        let driver = match spare {
-            Some(driver) => {
-                if let Ok(mut d) = driver.try_borrow_mut() {
-                    d.id = id;
-                }
-                driver
-            }
-            None => Rc::new_cyclic(|this| {
-                RefCell::new(Driver {
-                    id,
-                    shared: shared.clone(),
-                    host: Host::Unknown,
-                    exchange: None,
-                    tokens: BTreeMap::new(),
-                    body_fix_pending: false,
-                    scope: String::new(),
-                    counted: false,
-                    watch: None,
-                    can_wait: true,
-                    this: this.clone(),
-                    registered: false,
-                })
-            }),
-        };
-        HttpShim { id, shared, driver }
-    }
-
-    fn with<R>(&self, fallback: R, f: impl FnOnce(&mut Driver) -> R) -> R {
-        match self.driver.try_borrow_mut() {
-            Ok(mut d) => f(&mut d),
-            Err(_) => {
-                log::warn!("kong_retry [{}]: re-entrant callback ignored", self.id);
-                fallback
-            }
-        }
-    }
-}
-
-/// Spare drivers a VM keeps (about the requests one worker has in flight at once).
-const SPARE_DRIVERS: usize = 64;
-
-impl Drop for HttpShim {
-    fn drop(&mut self) {
-        let reusable = match self.driver.try_borrow_mut() {
-            Ok(mut d) => {
-                if d.registered {
-                    self.shared.unregister(self.id);
-                }
-                d.reset();
-                // Nobody else holds it (a root callback would hold a strong reference).
-                Rc::strong_count(&self.driver) == 1
-            }
-            Err(_) => {
-                self.shared.unregister(self.id);
-                false
-            }
-        };
-        if reusable {
-            if let Ok(mut spare) = self.shared.spare_drivers.try_borrow_mut() {
-                if spare.len() < SPARE_DRIVERS {
-                    spare.push(self.driver.clone());
-                }
-            }
-        }
-    }
-}
-
-impl Context for HttpShim {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        self.with((), |d| d.on_call_response(token_id, num_headers, body_size));
-    }
-}
-
-impl HttpContext for HttpShim {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        // Kong always says end_of_stream = false: the exchange decides from the headers.
-        self.with(HostAction::Continue, Driver::on_request_headers)
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
-        self.with(HostAction::Continue, |d| {
-            d.on_request_body(body_size, end_of_stream)
-        })
-    }
-
-    fn on_http_response_headers(
-        &mut self,
-        _num_headers: usize,
-        _end_of_stream: bool,
-    ) -> HostAction {
-        self.with(HostAction::Continue, Driver::on_response_headers)
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
-        self.with(HostAction::Continue, |d| {
-            d.on_response_body(body_size, end_of_stream)
-        })
     }
 }

@@ -2,7 +2,8 @@
 
 use super::abi;
 use super::budget::VmBudget;
-use super::driver::{Driver, HttpShim};
+use super::driver::Driver;
+use super::http::HttpShim;
 use super::metrics::Metrics;
 use super::protection::VmProtection;
 use super::store::StoreAccess;
