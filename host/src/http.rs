@@ -200,6 +200,25 @@ pub struct UpstreamCall {
 }
 
 impl UpstreamCall {
+    /// A call as it goes on the wire: the pseudo-headers become method, path and
+    /// authority (empty when absent); id, owner and timing are the caller's to fill.
+    pub(crate) fn from_wire(kind: CallKind, headers: &[(String, String)], body: Vec<u8>) -> Self {
+        let pseudo = |name: &str| find_header(headers, name).unwrap_or("").to_string();
+        UpstreamCall {
+            id: CallId(0),
+            request: None,
+            worker: 0,
+            kind,
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            authority: pseudo(":authority"),
+            headers: regular_headers(headers),
+            body,
+            timeout_ms: 0,
+            sent_at_ms: 0,
+        }
+    }
+
     /// First value of a header, case-insensitive.
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)
@@ -272,6 +291,15 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Op
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// The headers without the pseudo-headers (`:status`, `:path`, ...), in order.
+pub(crate) fn regular_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with(':'))
+        .cloned()
+        .collect()
 }
 
 /// Whether a response with these headers and body is framed correctly.

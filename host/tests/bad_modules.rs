@@ -12,6 +12,15 @@ const ABI: &str = r#"
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
 "#;
 
+/// The error building a gateway for this module gives.
+fn start_error(profile: Profile, wat: &str) -> HostError {
+    let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
+    match Gateway::builder(profile, &module).build() {
+        Ok(_) => panic!("the module started"),
+        Err(e) => e,
+    }
+}
+
 #[test]
 fn module_without_abi_exports_is_rejected() {
     let err = WasmModule::from_bytes(br#"(module (memory (export "memory") 1))"#).unwrap_err();
@@ -27,11 +36,7 @@ fn garbage_bytes_are_a_load_error() {
 #[test]
 fn trap_in_initialize_is_reported() {
     let wat = format!(r#"(module {ABI} (func (export "_initialize") unreachable))"#);
-    let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
-    let err = Gateway::builder(Profile::Kong, &module)
-        .build()
-        .err()
-        .unwrap();
+    let err = start_error(Profile::Kong, &wat);
     assert!(matches!(err, HostError::StartTrap { .. }), "{err}");
 }
 
@@ -41,23 +46,15 @@ fn four_gib_memory_request_is_a_load_error() {
       (memory (export "memory") 65536)
       (func (export "proxy_abi_version_0_2_1"))
       (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))"#;
-    let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
-    let err = Gateway::builder(Profile::Kong, &module)
-        .build()
-        .err()
-        .unwrap();
+    let err = start_error(Profile::Kong, wat);
     assert!(matches!(err, HostError::Load(_)), "{err}");
 }
 
 #[test]
 fn infinite_loop_in_start_is_an_error_within_seconds() {
     let wat = format!(r#"(module {ABI} (func (export "_initialize") (loop (br 0))))"#);
-    let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
     let t = Instant::now();
-    let err = Gateway::builder(Profile::Envoy, &module)
-        .build()
-        .err()
-        .unwrap();
+    let err = start_error(Profile::Envoy, &wat);
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(err.to_string().contains("fuel"), "{err}");
 }

@@ -169,13 +169,7 @@ fn tick_period_can_be_changed_and_set_from_request() {
     );
     assert_eq!(gw.tick_period(0), Some(50));
     gw.advance(100);
-    assert_eq!(
-        messages(&gw)
-            .iter()
-            .filter(|m| m.starts_with("probe on_tick"))
-            .count(),
-        2
-    );
+    assert_eq!(markers(&gw, "probe on_tick").len(), 2);
 }
 
 #[test]

@@ -32,18 +32,12 @@ fn dispatch_from_response_headers_traps_and_client_gets_upstream_answer() {
         .message
         .contains("can only send HTTP dispatch during"));
     // on_log is skipped after a trap.
-    assert!(!messages(&gw).iter().any(|m| m.starts_with("probe on_log")));
+    assert!(markers(&gw, "probe on_log").is_empty());
     // The next request gets a fresh instance, configured again.
-    let configured_before = messages(&gw)
-        .iter()
-        .filter(|m| m.starts_with("probe on_configure"))
-        .count();
+    let configured_before = markers(&gw, "probe on_configure").len();
     let _ = gw.run(Request::new("GET", "/b"), |_| ok("x")).unwrap();
     assert_eq!(gw.instances_started(), 2);
-    let configured_after = messages(&gw)
-        .iter()
-        .filter(|m| m.starts_with("probe on_configure"))
-        .count();
+    let configured_after = markers(&gw, "probe on_configure").len();
     assert_eq!(configured_after, configured_before + 1);
 }
 
@@ -212,10 +206,7 @@ fn request_body_readable_only_in_request_phases_and_log() {
     let _ = gw
         .run(Request::new("POST", "/").body("12345"), |_| ok(""))
         .unwrap();
-    let bodies: Vec<String> = messages(&gw)
-        .into_iter()
-        .filter(|m| m.starts_with("probe request body"))
-        .collect();
+    let bodies = markers(&gw, "probe request body");
     assert_eq!(
         bodies,
         vec![
@@ -390,12 +381,7 @@ fn the_shm_kv_zone_shows_in_kong_configuration_only_when_configured() {
         {"op": "get_property", "path": ["kong", "configuration", "nginx_wasm_shm_kv_kong_retry"]},
         {"op": "get_property", "path": ["kong", "configuration", "nginx_wasm_shm_kv_other"]}
     ]});
-    let props = |gw: &Gateway| -> Vec<String> {
-        messages(gw)
-            .into_iter()
-            .filter(|m| m.starts_with("probe property"))
-            .collect()
-    };
+    let props = |gw: &Gateway| -> Vec<String> { markers(gw, "probe property") };
     // Default: a zone named kong_retry; another name is not found (no trap).
     let mut gw = gateway(Profile::Kong, script.clone());
     let _ = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
@@ -442,10 +428,7 @@ fn cas_zero_succeeds_only_when_absent() {
     ]});
     let mut gw = gateway(Profile::Kong, script.clone());
     let _ = gw.run(Request::new("GET", "/"), |_| ok("")).unwrap();
-    let sets: Vec<String> = messages(&gw)
-        .into_iter()
-        .filter(|m| m.starts_with("probe set_shared"))
-        .collect();
+    let sets = markers(&gw, "probe set_shared");
     assert_eq!(
         sets,
         vec![
@@ -458,10 +441,7 @@ fn cas_zero_succeeds_only_when_absent() {
 
     let mut envoy = gateway(Profile::Envoy, script);
     let _ = envoy.run(Request::new("GET", "/"), |_| ok("")).unwrap();
-    let sets: Vec<String> = messages(&envoy)
-        .into_iter()
-        .filter(|m| m.starts_with("probe set_shared"))
-        .collect();
+    let sets = markers(&envoy, "probe set_shared");
     assert_eq!(
         sets,
         vec![
@@ -502,10 +482,7 @@ fn tick_period_is_root_only_and_settable_once_ticks_fire_per_worker() {
     .unwrap();
     assert_eq!(gw.tick_period(0), Some(100));
     gw.advance(250);
-    let ticks = messages(&gw)
-        .iter()
-        .filter(|m| m.starts_with("probe on_tick"))
-        .count();
+    let ticks = markers(&gw, "probe on_tick").len();
     assert_eq!(ticks, 4, "2 workers × 2 periods");
 
     // Second set traps.

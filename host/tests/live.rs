@@ -133,11 +133,6 @@ fn live_ticks_follow_real_time() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let ticks = gw.with_gateway(|g| {
-        messages(g)
-            .iter()
-            .filter(|m| m.starts_with("probe on_tick"))
-            .count()
-    });
+    let ticks = gw.with_gateway(|g| markers(g, "probe on_tick").len());
     assert!(ticks >= 3, "{ticks}");
 }

@@ -5,7 +5,7 @@ use super::client_response::finish;
 use super::flight::{RawResponse, Stage};
 use super::upstream::PendingCall;
 use super::{Gateway, LogLevel};
-use crate::http::{RequestId, Source};
+use crate::http::RequestId;
 use crate::profile::Phase;
 use crate::worker::{Effect, TrapInfo, ROOT_ID};
 
@@ -36,24 +36,18 @@ impl Gateway {
         let result = worker.call(phase, ctx, export, args);
         let state = worker.store.data_mut();
         let effects = std::mem::take(&mut state.effects);
-        let stats = std::mem::take(&mut state.stats);
-        let fuel = std::mem::take(&mut state.fuel_used);
+        let mut cost = std::mem::take(&mut state.stats);
+        cost.fuel = std::mem::take(&mut state.fuel_used);
+        cost.callbacks = 1;
         let rid = if ctx == ROOT_ID {
             None
         } else {
             self.flight_of(w, ctx)
         };
-        let book = match rid.and_then(|r| self.flights.get_mut(&r)) {
-            Some(f) => &mut f.stats,
-            None => &mut self.root_stats,
-        };
-        book.fuel += fuel;
-        book.callbacks += 1;
-        book.host_calls += stats.host_calls;
-        book.bytes_to_guest += stats.bytes_to_guest;
-        book.bytes_from_guest += stats.bytes_from_guest;
-        book.shared_data_gets += stats.shared_data_gets;
-        book.shared_data_sets += stats.shared_data_sets;
+        match rid.and_then(|r| self.flights.get_mut(&r)) {
+            Some(f) => f.stats.add(&cost),
+            None => self.root_stats.add(&cost),
+        }
         self.reschedule_tick(w);
         match result {
             Ok(v) => {
@@ -150,15 +144,10 @@ impl Gateway {
                 f.filter_gone = true;
                 continue;
             }
-            let raw = f.raw.clone().unwrap_or_else(|| {
-                let (status, headers, body) = profile.trap_response();
-                RawResponse {
-                    status,
-                    headers,
-                    body,
-                    source: Source::Gateway,
-                }
-            });
+            let raw = f
+                .raw
+                .clone()
+                .unwrap_or_else(|| RawResponse::from_gateway(profile.trap_response()));
             f.response = Some(finish(raw, true));
             f.stage = Stage::Done;
         }

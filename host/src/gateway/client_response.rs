@@ -3,7 +3,7 @@
 
 use super::flight::{RawResponse, Stage};
 use super::Gateway;
-use crate::http::{framing_ok, ClientResponse, RequestId, Source};
+use crate::http::{framing_ok, regular_headers, ClientResponse, RequestId, Source};
 use crate::profile::{LocalResponseRule, Phase, Profile};
 
 impl Gateway {
@@ -39,19 +39,12 @@ impl Gateway {
                     .resp_headers
                     .insert(0, (":status".to_string(), status.to_string()));
                 stream.resp_body = body;
-                raw.headers = stream
-                    .resp_headers
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with(':'))
-                    .cloned()
-                    .collect();
+                raw.headers = regular_headers(&stream.resp_headers);
             }
             _ => {
                 let hs = profile.local_response_headers(&headers, body.len());
                 raw.headers = hs.clone();
-                stream.resp_headers = vec![(":status".to_string(), status.to_string())];
-                stream.resp_headers.extend(hs);
-                stream.resp_body = body;
+                stream.set_response(status, hs, body);
             }
         }
         stream.has_response = true;
@@ -104,43 +97,24 @@ impl Gateway {
         let status = crate::http::find_header(&stream.resp_headers, ":status")
             .and_then(|s| s.trim().parse::<u16>().ok())
             .unwrap_or(502);
-        let headers: Vec<(String, String)> = stream
-            .resp_headers
-            .iter()
-            .filter(|(k, _)| !k.starts_with(':'))
-            .cloned()
-            .collect();
-        let body = stream.resp_body.clone();
-        let framing_error = !framing_ok(&headers, body.len());
+        let raw = RawResponse {
+            status,
+            headers: regular_headers(&stream.resp_headers),
+            body: stream.resp_body.clone(),
+            source,
+        };
         if let Some(f) = self.flights.get_mut(&rid) {
-            f.response = Some(ClientResponse {
-                status,
-                headers,
-                body,
-                source,
-                trapped: false,
-                framing_error,
-            });
+            f.response = Some(finish(raw, false));
             f.stage = Stage::Done;
         }
-        let c = ctx as i32;
-        if self
-            .callback(w, Phase::Log, ctx, "proxy_on_log", &[c])
-            .is_err()
-        {
-            return;
-        }
-        if self
-            .callback(w, Phase::Done, ctx, "proxy_on_done", &[c])
-            .is_err()
-        {
-            return;
-        }
-        if self
-            .callback(w, Phase::Done, ctx, "proxy_on_delete", &[c])
-            .is_err()
-        {
-            return;
+        for (phase, export) in [
+            (Phase::Log, "proxy_on_log"),
+            (Phase::Done, "proxy_on_done"),
+            (Phase::Done, "proxy_on_delete"),
+        ] {
+            if self.callback(w, phase, ctx, export, &[ctx as i32]).is_err() {
+                return;
+            }
         }
         if let Some(worker) = self.slots[w].worker.as_mut() {
             worker.store.data_mut().streams.remove(&ctx);

@@ -55,3 +55,17 @@ pub(super) struct Flight {
     pub(super) response: Option<ClientResponse>,
     pub(super) stats: RequestStats,
 }
+
+impl RawResponse {
+    /// A response the gateway itself makes (error page, trap response).
+    pub(super) fn from_gateway(
+        (status, headers, body): (u16, Vec<(String, String)>, Vec<u8>),
+    ) -> Self {
+        RawResponse {
+            status,
+            headers,
+            body,
+            source: Source::Gateway,
+        }
+    }
+}

@@ -81,11 +81,7 @@ impl Gateway {
 
     /// Seeds or overwrites a shared-data value (as another node would).
     pub fn set_shared_data(&mut self, key: &str, value: &[u8]) {
-        let mut node = self.node();
-        node.next_cas = node.next_cas.wrapping_add(1).max(1);
-        let cas = node.next_cas;
-        node.shared_data
-            .insert(key.to_string(), (value.to_vec(), cas));
+        self.node().put_shared_data(key.to_string(), value.to_vec());
     }
 
     /// The response the client got, once the request is complete.

@@ -1,5 +1,6 @@
 //! State shared by all workers of one node: clock, shared data, metrics, logs.
 
+use crate::http::CallId;
 use std::collections::HashMap;
 
 /// proxy-wasm log levels.
@@ -52,6 +53,18 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// A node-wide id for a new upstream call.
+    pub fn new_call_id(&mut self) -> CallId {
+        self.next_call_id += 1;
+        CallId(self.next_call_id)
+    }
+
+    /// Stores a shared-data value under a fresh (never zero) cas.
+    pub fn put_shared_data(&mut self, key: String, value: Vec<u8>) {
+        self.next_cas = self.next_cas.wrapping_add(1).max(1);
+        self.shared_data.insert(key, (value, self.next_cas));
+    }
+
     pub fn define_metric(&mut self, name: &str, kind: u32) -> u32 {
         if let Some(i) = self.metrics.iter().position(|m| m.name == name) {
             return i as u32;

@@ -1,9 +1,10 @@
 //! Driving a request through the filter's phases under the profile's rules:
 //! which callback runs next, and where a Pause waits.
 
-use super::flight::{Flight, Stage};
+use super::client_response::finish;
+use super::flight::{Flight, RawResponse, Stage};
 use super::{Gateway, RequestStats};
-use crate::http::{ClientResponse, Request, RequestId, Source};
+use crate::http::{Request, RequestId, Source};
 use crate::profile::{Phase, Profile};
 use crate::worker::{Stream, ROOT_ID};
 
@@ -42,15 +43,8 @@ impl Gateway {
                         crate::LogLevel::Error,
                         format!("cannot start instance: {e}"),
                     );
-                    let (status, headers, body) = self.profile().trap_response();
-                    flight.response = Some(ClientResponse {
-                        status,
-                        headers,
-                        body,
-                        source: Source::Gateway,
-                        trapped: true,
-                        framing_error: false,
-                    });
+                    let raw = RawResponse::from_gateway(self.profile().trap_response());
+                    flight.response = Some(finish(raw, true));
                     flight.stage = Stage::Done;
                     self.flights.insert(rid, flight);
                     return rid;
@@ -135,7 +129,6 @@ impl Gateway {
                 f.stage = s;
             }
         };
-        let unchanged = |gw: &Gateway| gw.flights.get(&rid).map(|f| f.stage) == Some(stage);
         match stage {
             Stage::RequestHeaders => {
                 let (n, body_len) = match self.stream_mut(w, ctx) {
@@ -143,19 +136,16 @@ impl Gateway {
                     None => return set(self, Stage::Done),
                 };
                 let eos = profile.request_headers_end_of_stream(body_len);
-                let r = self.callback(
-                    w,
+                let Some(paused) = self.phase_callback(
+                    rid,
                     Phase::RequestHeaders,
-                    ctx,
                     "proxy_on_request_headers",
                     &[ctx as i32, n as i32, eos as i32],
-                );
-                let Ok(action) = r else { return };
-                if !unchanged(self) {
+                ) else {
                     return;
-                }
+                };
                 let next = self.after_request_headers(rid);
-                if action == Some(1) && profile.pause_waits(Phase::RequestHeaders) {
+                if paused {
                     // Envoy: StopIteration holds the headers, not the body.
                     if next == Stage::RequestBody && !profile.headers_pause_holds_body() {
                         set(self, Stage::RequestBody);
@@ -172,18 +162,15 @@ impl Gateway {
                     .map(|s| s.req_body.len())
                     .unwrap_or(0);
                 // Kong (BRIEF): called once with the whole body, end_of_stream true.
-                let r = self.callback(
-                    w,
+                let Some(paused) = self.phase_callback(
+                    rid,
                     Phase::RequestBody,
-                    ctx,
                     "proxy_on_request_body",
                     &[ctx as i32, len as i32, 1],
-                );
-                let Ok(action) = r else { return };
-                if !unchanged(self) {
+                ) else {
                     return;
-                }
-                if action == Some(1) && profile.pause_waits(Phase::RequestBody) {
+                };
+                if paused {
                     set(self, Stage::AwaitRequestBody);
                 } else {
                     set(self, Stage::Proxy);
@@ -198,18 +185,15 @@ impl Gateway {
                     Some(s) => (s.resp_headers.len(), s.resp_body.is_empty()),
                     None => return set(self, Stage::Done),
                 };
-                let r = self.callback(
-                    w,
+                let Some(paused) = self.phase_callback(
+                    rid,
                     Phase::ResponseHeaders,
-                    ctx,
                     "proxy_on_response_headers",
                     &[ctx as i32, n as i32, empty as i32],
-                );
-                let Ok(action) = r else { return };
-                if !unchanged(self) {
+                ) else {
                     return;
-                }
-                if action == Some(1) && profile.pause_waits(Phase::ResponseHeaders) {
+                };
+                if paused {
                     // Envoy: StopIteration holds the headers, not the body; a
                     // Continue from the body callback lets the response go on.
                     if !empty && !profile.headers_pause_holds_body() {
@@ -231,18 +215,15 @@ impl Gateway {
                 if len == 0 && profile == Profile::Envoy {
                     return set(self, Stage::Log);
                 }
-                let r = self.callback(
-                    w,
+                let Some(paused) = self.phase_callback(
+                    rid,
                     Phase::ResponseBody,
-                    ctx,
                     "proxy_on_response_body",
                     &[ctx as i32, len as i32, 1],
-                );
-                let Ok(action) = r else { return };
-                if !unchanged(self) {
+                ) else {
                     return;
-                }
-                if action == Some(1) && profile.pause_waits(Phase::ResponseBody) {
+                };
+                if paused {
                     set(self, Stage::AwaitResponseBody);
                 } else {
                     set(self, Stage::Log);
@@ -251,5 +232,23 @@ impl Gateway {
             Stage::Log => self.complete(rid),
             _ => {}
         }
+    }
+
+    /// Runs one phase callback of a request: `None` when it trapped or its
+    /// effects already moved the request on (a local response, a resume), else
+    /// whether it paused in a phase where the profile makes a Pause wait.
+    fn phase_callback(
+        &mut self,
+        rid: RequestId,
+        phase: Phase,
+        export: &str,
+        args: &[i32],
+    ) -> Option<bool> {
+        let (w, ctx, stage) = self.flights.get(&rid).map(|f| (f.worker, f.ctx, f.stage))?;
+        let action = self.callback(w, phase, ctx, export, args).ok()?;
+        if self.flights.get(&rid).map(|f| f.stage) != Some(stage) {
+            return None;
+        }
+        Some(action == Some(1) && self.profile().pause_waits(phase))
     }
 }

@@ -14,3 +14,16 @@ pub struct RequestStats {
     /// `proxy_set_shared_data` calls (included in `host_calls`).
     pub shared_data_sets: u64,
 }
+
+impl RequestStats {
+    /// Adds another callback's cost to this one.
+    pub(crate) fn add(&mut self, other: &RequestStats) {
+        self.fuel += other.fuel;
+        self.callbacks += other.callbacks;
+        self.host_calls += other.host_calls;
+        self.bytes_to_guest += other.bytes_to_guest;
+        self.bytes_from_guest += other.bytes_from_guest;
+        self.shared_data_gets += other.shared_data_gets;
+        self.shared_data_sets += other.shared_data_sets;
+    }
+}

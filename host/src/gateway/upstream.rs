@@ -46,29 +46,14 @@ impl Gateway {
             Some(s) => (s.req_headers.clone(), s.req_body.clone()),
             None => return,
         };
-        let pseudo = |n: &str| {
-            crate::http::find_header(&headers, n)
-                .unwrap_or("")
-                .to_string()
-        };
         let mut node = self.node();
-        node.next_call_id += 1;
         let call = UpstreamCall {
-            id: CallId(node.next_call_id),
+            id: node.new_call_id(),
             request: Some(rid),
             worker: w,
-            kind: CallKind::Proxied,
-            method: pseudo(":method"),
-            path: pseudo(":path"),
-            authority: pseudo(":authority"),
-            headers: headers
-                .iter()
-                .filter(|(k, _)| !k.starts_with(':'))
-                .cloned()
-                .collect(),
-            body,
             timeout_ms: self.settings.proxy_timeout_ms,
             sent_at_ms: node.now_ms,
+            ..UpstreamCall::from_wire(CallKind::Proxied, &headers, body)
         };
         drop(node);
         let id = call.id;
@@ -118,20 +103,11 @@ impl Gateway {
                 source: Source::Upstream,
             },
             Reply::Failure { failure, .. } => {
-                let (status, headers, body) = profile.proxy_failure_response(failure);
-                RawResponse {
-                    status,
-                    headers,
-                    body,
-                    source: Source::Gateway,
-                }
+                RawResponse::from_gateway(profile.proxy_failure_response(failure))
             }
         };
         if let Some(stream) = self.stream_mut(w, ctx) {
-            stream.resp_headers = vec![(":status".to_string(), raw.status.to_string())];
-            stream.resp_headers.extend(raw.headers.iter().cloned());
-            stream.resp_body = raw.body.clone();
-            stream.has_response = true;
+            stream.set_response(raw.status, raw.headers.clone(), raw.body.clone());
         }
         if let Some(f) = self.flights.get_mut(&rid) {
             f.source = raw.source;
@@ -152,28 +128,16 @@ impl Gateway {
         let profile = self.profile();
         let kong = profile == Profile::Kong;
         let ok_status = || vec![(":dispatch_status".to_string(), "ok".to_string())];
-        let (resp, n, body_size) = match reply {
+        let (resp, body_size) = match reply {
             Reply::Response {
                 status,
                 headers,
                 body,
                 ..
             } => {
-                let mut hs = vec![(":status".to_string(), status.to_string())];
-                hs.extend(headers);
-                let n = hs.len();
                 let len = body.len();
                 let hidden = if kong { ok_status() } else { Vec::new() };
-                (
-                    CallResponse {
-                        headers: hs,
-                        hidden,
-                        body,
-                        body_readable: true,
-                    },
-                    n,
-                    len,
-                )
+                (CallResponse::answered(status, headers, body, hidden), len)
             }
             // Kong (BRIEF, real host): a dispatch cut off mid-body still reports
             // :status and the announced size (a FIN cut even `:dispatch_status:
@@ -185,42 +149,23 @@ impl Gateway {
                 body,
                 ..
             } if kong => {
-                let mut hs = vec![(":status".to_string(), status.to_string())];
-                hs.extend(headers);
-                let n = hs.len();
-                (
-                    CallResponse {
-                        headers: hs,
-                        hidden: ok_status(),
-                        body,
-                        body_readable: false,
-                    },
-                    n,
-                    announced_len,
-                )
+                let resp = CallResponse {
+                    body_readable: false,
+                    ..CallResponse::answered(status, headers, body, ok_status())
+                };
+                (resp, announced_len)
             }
             // Envoy's async client reports a body cut off as a reset.
             Reply::Truncated { .. } => (
-                CallResponse {
-                    headers: Vec::new(),
-                    hidden: profile.dispatch_failure_headers(Failure::Reset),
-                    body: Vec::new(),
-                    body_readable: true,
-                },
-                0,
+                CallResponse::failed(profile.dispatch_failure_headers(Failure::Reset)),
                 0,
             ),
             Reply::Failure { failure, .. } => (
-                CallResponse {
-                    headers: Vec::new(),
-                    hidden: profile.dispatch_failure_headers(failure),
-                    body: Vec::new(),
-                    body_readable: true,
-                },
-                0,
+                CallResponse::failed(profile.dispatch_failure_headers(failure)),
                 0,
             ),
         };
+        let n = resp.headers.len();
         if let Some(worker) = self.slots[w].worker.as_mut() {
             worker.store.data_mut().call_response = Some(resp);
         }

@@ -1,7 +1,7 @@
 //! `proxy_http_call`: a dispatch checked against the profile's rules and
 //! handed to the gateway as a pending upstream call.
 
-use super::guest::{counted, host_trap, read, text, write_u32, C, R};
+use super::guest::{counted, host_trap, read, return_value, text, C, R};
 use super::state::{Effect, WorkerState};
 use crate::abi::{self, status};
 use crate::gateway::LogLevel;
@@ -61,43 +61,27 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             };
             state.next_token += 1;
             let token = state.next_token;
-            let pseudo = |n: &str| {
-                crate::http::find_header(&headers, n)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let mut regular: Vec<(String, String)> = headers
-                .iter()
-                .filter(|(k, _)| !k.starts_with(':'))
-                .cloned()
-                .collect();
-            regular.extend(profile.dispatch_extra_headers());
-            let authority = match pseudo(":authority") {
-                a if a.is_empty() => upstream.clone(),
-                a => a,
-            };
             let request = state.streams.get(&ctx).and_then(|s| s.request);
+            let kind = CallKind::Dispatch {
+                token,
+                upstream: upstream.clone(),
+            };
             let mut node = state.node();
-            node.next_call_id += 1;
-            let call = UpstreamCall {
-                id: crate::http::CallId(node.next_call_id),
+            let mut call = UpstreamCall {
+                id: node.new_call_id(),
                 request,
                 worker: state.worker,
-                kind: CallKind::Dispatch { token, upstream },
-                method: pseudo(":method"),
-                path: pseudo(":path"),
-                authority,
-                headers: regular,
-                body,
                 timeout_ms: profile.dispatch_timeout_ms(timeout as u32),
                 sent_at_ms: node.now_ms,
+                ..UpstreamCall::from_wire(kind, &headers, body)
             };
             drop(node);
-            state.effects.push(Effect::Dispatch { ctx, call });
-            if !write_u32(&mut c, ret, token) {
-                return Ok(status::INVALID_MEMORY_ACCESS);
+            if call.authority.is_empty() {
+                call.authority = upstream;
             }
-            Ok(status::OK)
+            call.headers.extend(profile.dispatch_extra_headers());
+            state.effects.push(Effect::Dispatch { ctx, call });
+            return_value(&mut c, ret, &token.to_le_bytes())
         },
     )?;
     Ok(())

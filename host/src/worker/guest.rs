@@ -59,6 +59,15 @@ pub(super) fn write_u32(c: &mut C<'_>, ptr: i32, v: u32) -> bool {
     write(c, ptr, &v.to_le_bytes())
 }
 
+/// Writes a fixed-size value at `ptr` and returns the status the guest sees.
+pub(super) fn return_value(c: &mut C<'_>, ptr: i32, bytes: &[u8]) -> R<i32> {
+    Ok(if write(c, ptr, bytes) {
+        status::OK
+    } else {
+        status::INVALID_MEMORY_ACCESS
+    })
+}
+
 /// Copies `data` into guest memory allocated with the module's allocator and
 /// stores its address and length at `ptr_ptr`/`len_ptr`. Empty data returns a
 /// null pointer (the SDK reads that as "no value").

@@ -1,7 +1,7 @@
 //! Header-map imports: request/response headers and trailers, dispatch
 //! response headers (with Kong's hidden `:dispatch_status`).
 
-use super::guest::{counted, read, return_bytes, text, write_u32, C, R};
+use super::guest::{counted, read, return_bytes, return_value, text, C, R};
 use super::state::WorkerState;
 use crate::abi::{self, status, MapType};
 use wasmtime::Linker;
@@ -58,10 +58,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             };
             let pairs = map_of(c.data_mut(), map).cloned().unwrap_or_default();
             let size = abi::serialize_map(&pairs).len() as u32;
-            if !write_u32(&mut c, rs, size) {
-                return Ok(status::INVALID_MEMORY_ACCESS);
-            }
-            Ok(status::OK)
+            return_value(&mut c, rs, &size.to_le_bytes())
         },
     )?;
     linker.func_wrap(

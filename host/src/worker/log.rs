@@ -1,6 +1,6 @@
 //! Logging imports: `proxy_log` and the level filters should log at.
 
-use super::guest::{counted, read, text, write_u32, C, R};
+use super::guest::{counted, read, return_value, text, C, R};
 use super::state::WorkerState;
 use crate::abi::status;
 use crate::gateway::LogLevel;
@@ -25,10 +25,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         |mut c: C<'_>, ret: i32| -> R<i32> {
             counted(&mut c);
             let level = c.data().settings.log_level as u32;
-            if !write_u32(&mut c, ret, level) {
-                return Ok(status::INVALID_MEMORY_ACCESS);
-            }
-            Ok(status::OK)
+            return_value(&mut c, ret, &level.to_le_bytes())
         },
     )?;
     Ok(())

@@ -1,7 +1,7 @@
 //! Metric imports: counters, gauges and histograms shared by all workers of
 //! the node.
 
-use super::guest::{counted, read, text, write, write_u32, C, R};
+use super::guest::{counted, read, return_value, text, C, R};
 use super::state::WorkerState;
 use crate::abi::status;
 use wasmtime::Linker;
@@ -19,10 +19,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                 return Ok(status::BAD_ARGUMENT);
             }
             let id = c.data().node().define_metric(&text(&name), kind as u32);
-            if !write_u32(&mut c, ret, id) {
-                return Ok(status::INVALID_MEMORY_ACCESS);
-            }
-            Ok(status::OK)
+            return_value(&mut c, ret, &id.to_le_bytes())
         },
     )?;
     linker.func_wrap(
@@ -68,10 +65,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             let Some(value) = value else {
                 return Ok(status::NOT_FOUND);
             };
-            if !write(&mut c, ret, &value.to_le_bytes()) {
-                return Ok(status::INVALID_MEMORY_ACCESS);
-            }
-            Ok(status::OK)
+            return_value(&mut c, ret, &value.to_le_bytes())
         },
     )?;
     Ok(())

@@ -17,12 +17,11 @@ mod wasi;
 
 pub(crate) use state::{CallResponse, Effect, Stream, WorkerState};
 
-use crate::gateway::{Node, Settings};
+use crate::gateway::{Node, RequestStats, Settings};
 use crate::module::engine;
 use crate::profile::Phase;
 use crate::HostError;
 use guest::HostTrap;
-use state::CallStats;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wasmtime::{Func, Instance, Store, StoreLimitsBuilder, Val, ValType};
@@ -77,7 +76,7 @@ impl Worker {
             tick_period_ms: None,
             tick_changed: false,
             effects: Vec::new(),
-            stats: CallStats::default(),
+            stats: RequestStats::default(),
             fuel_used: 0,
             next_token: 0,
             stdout: Vec::new(),
@@ -115,35 +114,37 @@ impl Worker {
                 &[ROOT_ID as i32, 0],
             )
             .map_err(start_trap)?;
-        let vm_len = settings.vm_config.len() as i32;
-        let ok = worker
-            .call(
-                Phase::VmStart,
-                ROOT_ID,
-                "proxy_on_vm_start",
-                &[ROOT_ID as i32, vm_len],
-            )
-            .map_err(start_trap)?;
-        if ok == Some(0) {
+        let vm_len = settings.vm_config.len();
+        if !worker
+            .start_root(Phase::VmStart, "proxy_on_vm_start", vm_len)
+            .map_err(start_trap)?
+        {
             return Err(HostError::VmStart {
                 logs: worker.worker_logs(),
             });
         }
-        let cfg_len = settings.plugin_config.len() as i32;
-        let ok = worker
-            .call(
-                Phase::Configure,
-                ROOT_ID,
-                "proxy_on_configure",
-                &[ROOT_ID as i32, cfg_len],
-            )
-            .map_err(start_trap)?;
-        if ok == Some(0) {
+        let config_len = settings.plugin_config.len();
+        if !worker
+            .start_root(Phase::Configure, "proxy_on_configure", config_len)
+            .map_err(start_trap)?
+        {
             return Err(HostError::Configure {
                 logs: worker.worker_logs(),
             });
         }
         Ok(worker)
+    }
+
+    /// `on_vm_start` or `on_configure` with its configuration's size; false
+    /// when the filter refuses it.
+    fn start_root(
+        &mut self,
+        phase: Phase,
+        export: &str,
+        config_len: usize,
+    ) -> Result<bool, TrapInfo> {
+        let accepted = self.call(phase, ROOT_ID, export, &[ROOT_ID as i32, config_len as i32])?;
+        Ok(accepted != Some(0))
     }
 
     fn worker_logs(&self) -> Vec<String> {

@@ -16,11 +16,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             let Some(path) = read(&mut c, pp, pn) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
-            let path: Vec<String> = path
-                .split(|b| *b == 0)
-                .map(text)
-                .filter(|s| !s.is_empty())
-                .collect();
+            let path = property_path(&path);
             let value = lookup_property(c.data(), &path);
             match value {
                 Some(v) => return_bytes(&mut c, &v, rp, rs),
@@ -36,16 +32,21 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             let (Some(path), Some(value)) = (read(&mut c, pp, pn), read(&mut c, vp, vn)) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
-            let path: Vec<String> = path
-                .split(|b| *b == 0)
-                .map(text)
-                .filter(|s| !s.is_empty())
-                .collect();
+            let path = property_path(&path);
             c.data_mut().set_properties.insert(path, value);
             Ok(status::OK)
         },
     )?;
     Ok(())
+}
+
+/// A property path as the ABI sends it: parts separated by NUL bytes.
+fn property_path(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .map(text)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn lookup_property(state: &WorkerState, path: &[String]) -> Option<Vec<u8>> {

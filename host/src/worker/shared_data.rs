@@ -71,9 +71,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                 node.shared_data.remove(&key);
                 return Ok(status::OK);
             }
-            node.next_cas = node.next_cas.wrapping_add(1).max(1);
-            let next = node.next_cas;
-            node.shared_data.insert(key, (value, next));
+            node.put_shared_data(key, value);
             Ok(status::OK)
         },
     )?;

@@ -1,7 +1,7 @@
 //! The data of a worker's store: the streams host calls see, and what a
 //! callback leaves behind for the gateway (effects, cost).
 
-use crate::gateway::{LogEntry, LogLevel, Node, Settings};
+use crate::gateway::{LogEntry, LogLevel, Node, RequestStats, Settings};
 use crate::http::{RequestId, UpstreamCall};
 use crate::profile::{LocalResponseRule, Phase, Profile};
 use std::collections::HashMap;
@@ -23,6 +23,21 @@ pub(crate) struct Stream {
     pub local_response_sent: bool,
 }
 
+impl Stream {
+    /// Gives the stream a response: `:status`, then the regular headers.
+    pub(crate) fn set_response(
+        &mut self,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) {
+        self.resp_headers = vec![(":status".to_string(), status.to_string())];
+        self.resp_headers.extend(headers);
+        self.resp_body = body;
+        self.has_response = true;
+    }
+}
+
 /// The dispatch response visible during `on_http_call_response`.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct CallResponse {
@@ -31,6 +46,35 @@ pub(crate) struct CallResponse {
     pub hidden: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub body_readable: bool,
+}
+
+impl CallResponse {
+    /// An answered dispatch: `:status`, then the upstream's headers.
+    pub(crate) fn answered(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        hidden: Vec<(String, String)>,
+    ) -> Self {
+        let mut all = vec![(":status".to_string(), status.to_string())];
+        all.extend(headers);
+        CallResponse {
+            headers: all,
+            hidden,
+            body,
+            body_readable: true,
+        }
+    }
+
+    /// A failed dispatch: no headers, no body, only what the profile reports by name.
+    pub(crate) fn failed(hidden: Vec<(String, String)>) -> Self {
+        CallResponse {
+            headers: Vec::new(),
+            hidden,
+            body: Vec::new(),
+            body_readable: true,
+        }
+    }
 }
 
 /// What a callback asked the host to do, applied by the gateway afterwards.
@@ -52,16 +96,6 @@ pub(crate) enum Effect {
     },
 }
 
-/// Host-call accounting for the current callback.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct CallStats {
-    pub host_calls: u64,
-    pub bytes_to_guest: u64,
-    pub bytes_from_guest: u64,
-    pub shared_data_gets: u64,
-    pub shared_data_sets: u64,
-}
-
 /// The data of a worker's wasmtime store.
 pub(crate) struct WorkerState {
     pub worker: usize,
@@ -76,7 +110,8 @@ pub(crate) struct WorkerState {
     pub tick_period_ms: Option<u64>,
     pub tick_changed: bool,
     pub effects: Vec<Effect>,
-    pub stats: CallStats,
+    /// Host calls and bytes of the current callback (fuel is booked apart).
+    pub stats: RequestStats,
     pub fuel_used: u64,
     pub(super) next_token: u32,
     pub(super) stdout: Vec<u8>,

@@ -1,6 +1,6 @@
 //! Time imports: the fake clock as wall-clock time, and the tick period.
 
-use super::guest::{counted, host_trap, write, C, R};
+use super::guest::{counted, host_trap, return_value, C, R};
 use super::state::WorkerState;
 use super::ROOT_ID;
 use crate::abi::status;
@@ -10,18 +10,21 @@ use wasmtime::Linker;
 /// a plausible wall-clock time (2023-11-14T22:13:20Z at `now_ms() == 0`).
 pub(super) const EPOCH_MS: u64 = 1_700_000_000_000;
 
+impl WorkerState {
+    /// The fake clock as nanoseconds since the epoch.
+    pub(super) fn now_ns(&self) -> u64 {
+        (EPOCH_MS + self.node().now_ms) * 1_000_000
+    }
+}
+
 pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
     linker.func_wrap(
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, ret: i32| -> R<i32> {
             counted(&mut c);
-            let now = c.data().node().now_ms;
-            let ns = (EPOCH_MS + now) * 1_000_000;
-            if !write(&mut c, ret, &ns.to_le_bytes()) {
-                return Ok(status::INVALID_MEMORY_ACCESS);
-            }
-            Ok(status::OK)
+            let ns = c.data().now_ns();
+            return_value(&mut c, ret, &ns.to_le_bytes())
         },
     )?;
     linker.func_wrap(

@@ -3,7 +3,6 @@
 
 use super::guest::{read, write, write_u32, C, R};
 use super::state::WorkerState;
-use super::time::EPOCH_MS;
 use crate::gateway::LogLevel;
 use wasmtime::Linker;
 
@@ -11,6 +10,15 @@ pub(super) const WASI_ESUCCESS: i32 = 0;
 pub(super) const WASI_EBADF: i32 = 8;
 pub(super) const WASI_EINVAL: i32 = 28;
 pub(super) const WASI_ENOSYS: i32 = 52;
+
+/// Writes a value at `ptr` and returns the errno the guest sees.
+fn wasi_return_value(c: &mut C<'_>, ptr: i32, bytes: &[u8]) -> R<i32> {
+    Ok(if write(c, ptr, bytes) {
+        WASI_ESUCCESS
+    } else {
+        WASI_EINVAL
+    })
+}
 
 impl WorkerState {
     pub(super) fn flush_output(&mut self, force: bool) {
@@ -80,10 +88,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                 }
                 s.flush_output(false);
             }
-            if !write_u32(&mut c, ret, written) {
-                return Ok(WASI_EINVAL);
-            }
-            Ok(WASI_ESUCCESS)
+            wasi_return_value(&mut c, ret, &written.to_le_bytes())
         },
     )?;
     for name in ["environ_sizes_get", "args_sizes_get"] {
@@ -103,7 +108,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         M,
         "clock_time_get",
         |mut c: C<'_>, _id: i32, _prec: i64, ret: i32| -> R<i32> {
-            let ns = (EPOCH_MS + c.data().node().now_ms) * 1_000_000;
+            let ns = c.data().now_ns();
             if !write(&mut c, ret, &ns.to_le_bytes()) {
                 return Ok(WASI_EINVAL);
             }
@@ -121,10 +126,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                 bytes.extend_from_slice(&r.to_le_bytes());
             }
             bytes.truncate(len);
-            if !write(&mut c, buf, &bytes) {
-                return Ok(WASI_EINVAL);
-            }
-            Ok(WASI_ESUCCESS)
+            wasi_return_value(&mut c, buf, &bytes)
         },
     )?;
     linker.func_wrap(M, "proc_exit", |_: C<'_>, code: i32| -> R<()> {
@@ -160,10 +162,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             let mut stat = [0u8; 24];
             stat[0] = 2;
             stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-            if !write(&mut c, ret, &stat) {
-                return Ok(WASI_EINVAL);
-            }
-            Ok(WASI_ESUCCESS)
+            wasi_return_value(&mut c, ret, &stat)
         },
     )?;
     Ok(())

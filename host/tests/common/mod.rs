@@ -28,3 +28,11 @@ pub fn builder(profile: Profile, script: Value) -> proxy_wasm_test_host::Gateway
 pub fn messages(gw: &Gateway) -> Vec<String> {
     gw.logs().into_iter().map(|l| l.message).collect()
 }
+
+/// The log messages that start with `prefix` (one kind of probe marker).
+pub fn markers(gw: &Gateway, prefix: &str) -> Vec<String> {
+    messages(gw)
+        .into_iter()
+        .filter(|m| m.starts_with(prefix))
+        .collect()
+}
