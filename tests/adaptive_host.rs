@@ -41,20 +41,6 @@ fn adaptive_config(extra: &str) -> String {
     }
 }
 
-/// Answers the backend calls of one request with `replies` in turn (the last repeats); the
-/// delay endpoint answers when the asked delay is over.
-fn script(replies: Vec<Reply>) -> impl FnMut(&UpstreamCall) -> Reply {
-    let mut n = 0usize;
-    move |call| {
-        if let Some(ms) = delay_asked(call) {
-            return Reply::status(204).after_ms(ms);
-        }
-        let reply = replies[n.min(replies.len() - 1)].clone();
-        n += 1;
-        reply
-    }
-}
-
 fn ok() -> Reply {
     Reply::status(200).body(b"fine".to_vec())
 }

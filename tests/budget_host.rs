@@ -273,12 +273,11 @@ fn kong_with_another_zone_than_configured_never_touches_shared_data() {
         .build()
         .unwrap();
     for _ in 0..3 {
-        let mut n = 0;
         let ex = gw
-            .run(Request::new("GET", "/x"), |_| {
-                n += 1;
-                Reply::status(if n == 1 { 502 } else { 200 })
-            })
+            .run(
+                Request::new("GET", "/x"),
+                script(vec![Reply::status(502), Reply::status(200)]),
+            )
             .unwrap();
         assert_eq!(ex.response.status, 200);
     }
@@ -301,12 +300,11 @@ fn store_none_applies_the_configured_behaviour_on_both_hosts() {
                 1,
             );
             for _ in 0..3 {
-                let mut n = 0;
                 let ex = gw
-                    .run(Request::new("GET", "/x"), |_| {
-                        n += 1;
-                        Reply::status(if n == 1 { 503 } else { 200 })
-                    })
+                    .run(
+                        Request::new("GET", "/x"),
+                        script(vec![Reply::status(503), Reply::status(200)]),
+                    )
                     .unwrap();
                 let want = if calls == 2 { 200 } else { 503 };
                 assert_eq!(ex.response.status, want, "{setup:?} {policy}");

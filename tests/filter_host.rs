@@ -7,22 +7,12 @@
 // Test code: a failed setup step should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod host_support;
+
+use host_support::{module, script, CLUSTER, DELAY, UPSTREAM};
 use proxy_wasm_test_host::{
-    build, Exchange, Failure, Gateway, HostError, Profile, Reply, Request, UpstreamCall, WasmModule,
+    Exchange, Failure, Gateway, HostError, Profile, Reply, Request, UpstreamCall,
 };
-use std::sync::OnceLock;
-
-const UPSTREAM: &str = "127.0.0.1:8080";
-const CLUSTER: &str = "backend";
-const DELAY: &str = "127.0.0.1:8555";
-
-fn module() -> &'static WasmModule {
-    static MODULE: OnceLock<WasmModule> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        let path = build::filter_wasm().expect("build the filter (./wasm-build.sh)");
-        WasmModule::from_file(path).expect("load the filter")
-    })
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -71,33 +61,6 @@ impl Setup {
             .upstream(UPSTREAM)
             .cluster(CLUSTER);
         f(b).build().unwrap_or_else(|e| panic!("{self:?}: {e}"))
-    }
-}
-
-/// Answers the n-th call to the backend with `replies[n]` (the last one repeats); a timeout
-/// comes when the call's timeout is over; calls to the delay endpoint are answered after the
-/// asked delay.
-fn script(replies: Vec<Reply>) -> impl FnMut(&UpstreamCall) -> Reply {
-    let mut n = 0usize;
-    move |call| {
-        if call.upstream() == Some(DELAY) {
-            let ms = call
-                .path
-                .split("ms=")
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            return Reply::status(204).after_ms(ms);
-        }
-        let reply = replies[n.min(replies.len() - 1)].clone();
-        n += 1;
-        match reply {
-            Reply::Failure {
-                failure: Failure::Timeout,
-                ..
-            } => reply.after_ms(call.timeout_ms),
-            other => other,
-        }
     }
 }
 

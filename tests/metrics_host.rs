@@ -7,7 +7,7 @@
 mod host_support;
 
 use host_support::*;
-use proxy_wasm_test_host::{Failure, Gateway, LogLevel, Reply, Request, UpstreamCall};
+use proxy_wasm_test_host::{Failure, Gateway, LogLevel, Reply, Request};
 
 const FIXED: [&str; 6] = [
     "kong_retry_requests_total",
@@ -17,19 +17,6 @@ const FIXED: [&str; 6] = [
     "kong_retry_exhausted_total",
     "kong_retry_too_large_total",
 ];
-
-/// Answers the backend calls of one request with `replies` in turn (the last repeats).
-fn script(replies: Vec<Reply>) -> impl FnMut(&UpstreamCall) -> Reply {
-    let mut n = 0usize;
-    move |call| {
-        if let Some(ms) = delay_asked(call) {
-            return Reply::status(204).after_ms(ms);
-        }
-        let reply = replies[n.min(replies.len() - 1)].clone();
-        n += 1;
-        reply
-    }
-}
 
 fn by_reason_total(gw: &Gateway) -> u64 {
     gw.metrics()

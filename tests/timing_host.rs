@@ -96,16 +96,8 @@ fn exponential_backoff_waits_on_the_host_clock_with_bounded_jitter() {
 fn fixed_backoff_waits_exactly_the_interval() {
     for setup in SETUPS {
         let mut gw = setup.gateway(r#""backoff":{"strategy":"fixed","interval":1500}"#, 1);
-        let mut n = 0;
-        let ex = gw
-            .run(Request::new("GET", "/x"), |call| {
-                if let Some(ms) = delay_asked(call) {
-                    return Reply::status(204).after_ms(ms);
-                }
-                n += 1;
-                Reply::status(if n < 3 { 502 } else { 200 })
-            })
-            .unwrap();
+        let replies = vec![Reply::status(502), Reply::status(502), Reply::status(200)];
+        let ex = gw.run(Request::new("GET", "/x"), script(replies)).unwrap();
         assert_eq!(ex.response.status, 200, "{setup:?}");
         let calls: Vec<_> = ex.calls.iter().filter(|c| is_backend(c)).collect();
         assert_eq!(calls.len(), 3);
@@ -138,22 +130,13 @@ fn retry_after(
     // Start at an odd host time so that dates (whole seconds) do not line up with it.
     gw.advance(1234);
     let header = value(&gw);
-    let mut n = 0;
-    let ex = gw
-        .run(Request::new("GET", "/x"), |call| {
-            if let Some(ms) = delay_asked(call) {
-                return Reply::status(204).after_ms(ms);
-            }
-            n += 1;
-            if n == 1 {
-                Reply::status(status)
-                    .header("retry-after", &header)
-                    .body(b"slow down".to_vec())
-            } else {
-                Reply::status(200).body(b"fine".to_vec())
-            }
-        })
-        .unwrap();
+    let replies = vec![
+        Reply::status(status)
+            .header("retry-after", &header)
+            .body(b"slow down".to_vec()),
+        Reply::status(200).body(b"fine".to_vec()),
+    ];
+    let ex = gw.run(Request::new("GET", "/x"), script(replies)).unwrap();
     assert!(!ex.response.framing_error, "{setup:?}");
     let calls = ex.calls.iter().filter(|c| is_backend(c)).cloned().collect();
     let after = ex.response.header("retry-after").map(str::to_string);

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use proxy_wasm_test_host::{
-    build, CallId, Gateway, GatewayBuilder, LogLevel, Profile, Reply, Request, RequestId,
+    build, CallId, Failure, Gateway, GatewayBuilder, LogLevel, Profile, Reply, Request, RequestId,
     UpstreamCall, WasmModule,
 };
 use std::collections::{BTreeMap, HashSet};
@@ -97,6 +97,27 @@ pub fn delay_asked(call: &UpstreamCall) -> Option<u64> {
         return None;
     }
     call.path.split("ms=").nth(1)?.parse().ok()
+}
+
+/// Answers the n-th backend call of one request with `replies[n]` (the last one repeats); a
+/// timeout comes when the call's timeout is over; the delay endpoint answers when the asked
+/// delay is over.
+pub fn script(replies: Vec<Reply>) -> impl FnMut(&UpstreamCall) -> Reply {
+    let mut n = 0usize;
+    move |call| {
+        if let Some(ms) = delay_asked(call) {
+            return Reply::status(204).after_ms(ms);
+        }
+        let reply = replies[n.min(replies.len() - 1)].clone();
+        n += 1;
+        match reply {
+            Reply::Failure {
+                failure: Failure::Timeout,
+                ..
+            } => reply.after_ms(call.timeout_ms),
+            other => other,
+        }
+    }
 }
 
 /// How the upstream answers one call: now, later, or never (the call times out).
