@@ -1,5 +1,5 @@
 //! The rules that differ between Kong (ngx_wasm_module) and Envoy. Each rule
-//! cites where it comes from; `../shared/BRIEF.md` collects the sources.
+//! cites where it comes from; host/README.md lists the sources.
 
 use crate::http::Failure;
 
