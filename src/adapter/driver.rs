@@ -320,7 +320,8 @@ impl Driver {
         (path, host)
     }
 
-    pub fn on_request_headers(&mut self) -> HostAction {
+    /// `end_of_stream`: the host says no body follows (Envoy; Kong always says false).
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> HostAction {
         let Some(plan) = self.shared.plan.borrow().clone() else {
             return HostAction::Continue;
         };
@@ -338,7 +339,7 @@ impl Driver {
         else {
             return HostAction::Continue;
         };
-        let headers = match abi::get_headers(abi::REQUEST_HEADERS) {
+        let mut headers = match abi::get_headers(abi::REQUEST_HEADERS) {
             Ok(h) => h,
             Err(s) => {
                 log::warn!(
@@ -350,6 +351,12 @@ impl Driver {
                 return HostAction::Continue;
             }
         };
+        if end_of_stream {
+            // No body will come, whatever the framing headers announce (e.g. `transfer-encoding:
+            // chunked` with no data): the exchange must not wait for a body callback the host
+            // will never make. The copy drops both headers anyway.
+            headers.retain(|(n, _)| n != "content-length" && n != "transfer-encoding");
+        }
         let (path, authority) = self.kong_overrides(&target);
         let action = self.handle(Event::RequestHeaders {
             headers,

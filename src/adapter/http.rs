@@ -81,9 +81,11 @@ impl Context for HttpShim {
 }
 
 impl HttpContext for HttpShim {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
         // Kong always says end_of_stream = false: the exchange decides from the headers.
-        self.with(HostAction::Continue, Driver::on_request_headers)
+        self.with(HostAction::Continue, |d| {
+            d.on_request_headers(end_of_stream)
+        })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
