@@ -263,15 +263,51 @@ fn collect_entity(o: &Map<String, Value>, filter_name: &str) -> Result<Entity, S
             .extend(chain_mentions(object(c, "filter_chains")?, filter_name)?);
     }
     for p in array(o, "plugins")? {
-        let p = object(p, "plugins")?;
-        if p.get("name").and_then(Value::as_str) == Some(filter_name) {
-            e.plugins.push((
-                bool_field(p, "enabled")?,
-                p.get("config").cloned().unwrap_or(Value::Null),
-            ));
+        if let Some(entry) = plugin_instance(object(p, "plugins")?, filter_name)? {
+            e.plugins.push(entry);
         }
     }
     Ok(e)
+}
+
+/// A `plugins` entry that runs the filter: (enabled, config); `None` for other plugins.
+fn plugin_instance(
+    p: &Map<String, Value>,
+    filter_name: &str,
+) -> Result<Option<(bool, Value)>, SourceError> {
+    if p.get("name").and_then(Value::as_str) != Some(filter_name) {
+        return Ok(None);
+    }
+    Ok(Some((
+        bool_field(p, "enabled")?,
+        p.get("config").cloned().unwrap_or(Value::Null),
+    )))
+}
+
+/// The route or service a top-level `filter_chains` or `plugins` entry (`what`) points at;
+/// `None` when it names neither.
+fn owner<'a>(
+    o: &Map<String, Value>,
+    what: &str,
+    routes: &'a mut [RawRoute],
+    services: &'a mut [Entity],
+) -> Result<Option<&'a mut Entity>, SourceError> {
+    if let Some(r) = reference(o, "route") {
+        return routes
+            .iter_mut()
+            .map(|x| &mut x.entity)
+            .find(|e| e.matches(&r))
+            .map(Some)
+            .ok_or_else(|| SourceError::Shape(format!("{what} refers to unknown route `{r}`")));
+    }
+    if let Some(s) = reference(o, "service") {
+        return services
+            .iter_mut()
+            .find(|e| e.matches(&s))
+            .map(Some)
+            .ok_or_else(|| SourceError::Shape(format!("{what} refers to unknown service `{s}`")));
+    }
+    Ok(None)
 }
 
 fn raw_route(
@@ -318,49 +354,24 @@ pub fn kong_routes(doc: &Value, filter_name: &str) -> Result<Vec<Route>, SourceE
     for c in array(top, "filter_chains")? {
         let co = object(c, "filter_chains")?;
         let mentions = chain_mentions(co, filter_name)?;
-        if let Some(r) = reference(co, "route") {
-            let route = routes
-                .iter_mut()
-                .find(|x| x.entity.matches(&r))
-                .ok_or_else(|| {
-                    SourceError::Shape(format!("filter chain refers to unknown route `{r}`"))
-                })?;
-            route.entity.chains.extend(mentions);
-        } else if let Some(s) = reference(co, "service") {
-            let svc = services.iter_mut().find(|x| x.matches(&s)).ok_or_else(|| {
-                SourceError::Shape(format!("filter chain refers to unknown service `{s}`"))
-            })?;
-            svc.chains.extend(mentions);
-        } else if !mentions.is_empty() {
-            return Err(SourceError::Shape(
-                "a top-level filter chain needs a `route` or a `service`".into(),
-            ));
+        match owner(co, "filter chain", &mut routes, &mut services)? {
+            Some(e) => e.chains.extend(mentions),
+            None if !mentions.is_empty() => {
+                return Err(SourceError::Shape(
+                    "a top-level filter chain needs a `route` or a `service`".into(),
+                ))
+            }
+            None => {}
         }
     }
     for p in array(top, "plugins")? {
         let po = object(p, "plugins")?;
-        if po.get("name").and_then(Value::as_str) != Some(filter_name) {
+        let Some(entry) = plugin_instance(po, filter_name)? else {
             continue;
-        }
-        let entry = (
-            bool_field(po, "enabled")?,
-            po.get("config").cloned().unwrap_or(Value::Null),
-        );
-        if let Some(r) = reference(po, "route") {
-            let route = routes
-                .iter_mut()
-                .find(|x| x.entity.matches(&r))
-                .ok_or_else(|| {
-                    SourceError::Shape(format!("plugin refers to unknown route `{r}`"))
-                })?;
-            route.entity.plugins.push(entry);
-        } else if let Some(s) = reference(po, "service") {
-            let svc = services.iter_mut().find(|x| x.matches(&s)).ok_or_else(|| {
-                SourceError::Shape(format!("plugin refers to unknown service `{s}`"))
-            })?;
-            svc.plugins.push(entry);
-        } else {
-            global_plugins.push(entry);
+        };
+        match owner(po, "plugin", &mut routes, &mut services)? {
+            Some(e) => e.plugins.push(entry),
+            None => global_plugins.push(entry),
         }
     }
 
