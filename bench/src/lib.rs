@@ -488,12 +488,11 @@ impl Totals {
     }
 }
 
-/// A measured row.
+/// A measured row. Each of its requests made exactly `scenario.expect` calls ([`measure`]
+/// fails otherwise).
 #[derive(Debug, Clone, Copy)]
 pub struct Row {
     pub scenario: Scenario,
-    /// Calls each request made (all requests of the row made exactly these).
-    pub calls: Calls,
     pub totals: Totals,
 }
 
@@ -635,7 +634,6 @@ pub fn measure(module: &WasmModule, scenario: &Scenario, requests: usize) -> Res
     }
     Ok(Row {
         scenario: *scenario,
-        calls: scenario.expect,
         totals,
     })
 }
@@ -809,7 +807,7 @@ pub fn render(report: &Report, header: &Header) -> String {
             row.scenario.mode.name,
             row.scenario.request.label(),
             row.scenario.upstream.label(),
-            row.calls.describe(),
+            row.scenario.expect.describe(),
             thousands(t.fuel_mean().round() as u64),
             thousands(t.fuel_max),
             mean_text(t.callbacks_mean()),
