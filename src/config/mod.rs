@@ -144,7 +144,8 @@ impl Plan {
     }
 }
 
-const FIELDS: &[&str] = &[
+/// The top-level fields `parse` accepts, in the order the unknown-field error lists them.
+pub const FIELDS: &[&str] = &[
     "mode",
     "upstream",
     "retries",
