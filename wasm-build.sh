@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# A shipped file, copied beside the module (without it Kong cannot validate `config`,
+# kong/README.md): its absence is an error, checked before the build.
+if [ ! -f kong/kong_retry.meta.json ]; then
+    echo "kong/kong_retry.meta.json is missing: dist/ would hold a filter Kong cannot validate" >&2
+    exit 1
+fi
+
 TARGET=wasm32-wasip1
 # The same directory as the test host's build::filter_wasm(), so builds are shared.
 TARGET_DIR=target/wasm/filter
@@ -33,9 +40,7 @@ else
     cp "$built" dist/kong_retry.wasm
 fi
 
-if [ -f kong/kong_retry.meta.json ]; then
-    cp kong/kong_retry.meta.json dist/kong_retry.meta.json
-fi
+cp kong/kong_retry.meta.json dist/kong_retry.meta.json
 
 size=$(wc -c < dist/kong_retry.wasm)
 echo "dist/kong_retry.wasm: $size bytes ($(( (size + 1023) / 1024 )) KiB)"
