@@ -82,6 +82,33 @@ fn request_stats_count_fuel_host_calls_and_bytes() {
 }
 
 #[test]
+fn start_up_cost_is_booked_to_the_root_not_the_first_request() {
+    let script = json!({
+        "on_configure": [{"op": "get_shared", "key": "k"}],
+        "on_request_headers": [{"op": "log", "msg": "hi"}],
+    });
+    let mut gw = gateway(Profile::Kong, script);
+    let start_up = gw.root_stats();
+    assert_eq!(start_up.shared_data_gets, 1, "{start_up:?}");
+    assert!(start_up.callbacks >= 3 && start_up.fuel > 0, "{start_up:?}");
+    let first = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap();
+    let second = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap();
+    let (first, second) = (
+        gw.stats(first.request).unwrap(),
+        gw.stats(second.request).unwrap(),
+    );
+    assert_eq!(first.shared_data_gets, 0, "{first:?}");
+    assert_eq!(
+        (first.callbacks, first.host_calls),
+        (second.callbacks, second.host_calls)
+    );
+}
+
+#[test]
 fn clock_and_random_are_deterministic() {
     let script = json!({"on_request_headers": [{"op": "now"}, {"op": "random"}]});
     let run = |seed| {

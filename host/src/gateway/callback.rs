@@ -34,11 +34,8 @@ impl Gateway {
             return Err(());
         };
         let result = worker.call(phase, ctx, export, args);
-        let state = worker.store.data_mut();
-        let effects = std::mem::take(&mut state.effects);
-        let mut cost = std::mem::take(&mut state.stats);
-        cost.fuel = std::mem::take(&mut state.fuel_used);
-        cost.callbacks = 1;
+        let cost = worker.take_cost();
+        let effects = std::mem::take(&mut worker.store.data_mut().effects);
         let rid = if ctx == ROOT_ID {
             None
         } else {

@@ -99,7 +99,8 @@ impl Gateway {
         Some(self.flights.get(&rid)?.stats)
     }
 
-    /// Cost of root-context work (start-up excluded): ticks, root dispatches.
+    /// Cost of root-context work: each instance's start-up, ticks, root
+    /// dispatches.
     pub fn root_stats(&self) -> RequestStats {
         self.root_stats
     }

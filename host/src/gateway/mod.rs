@@ -62,15 +62,20 @@ impl Gateway {
         self.node.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts an instance; its start-up cost (`_initialize`, root context,
+    /// `on_vm_start`, `on_configure`) is root-context work, not the cost of
+    /// the request or tick that comes next.
     fn start_worker(&mut self, index: usize, generation: u64) -> Result<Worker, HostError> {
         self.instances_started += 1;
-        Worker::start(
+        let mut worker = Worker::start(
             index,
             self.settings.clone(),
             self.node.clone(),
             &self.module.module,
             generation,
-        )
+        )?;
+        self.root_stats.add(&worker.take_cost());
+        Ok(worker)
     }
 
     fn reschedule_tick(&mut self, w: usize) {

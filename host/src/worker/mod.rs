@@ -77,7 +77,6 @@ impl Worker {
             tick_changed: false,
             effects: Vec::new(),
             stats: RequestStats::default(),
-            fuel_used: 0,
             next_token: 0,
             stdout: Vec::new(),
             stderr: Vec::new(),
@@ -161,8 +160,16 @@ impl Worker {
         self.instance.get_func(&mut self.store, name).is_some()
     }
 
-    /// Runs one export with fresh fuel. A missing export is a no-op (`None`).
+    /// The cost booked since the last take: the callbacks run (start-up
+    /// included), their fuel, host calls and bytes.
+    pub fn take_cost(&mut self) -> RequestStats {
+        std::mem::take(&mut self.store.data_mut().stats)
+    }
+
+    /// Runs one export with fresh fuel, booking it to the worker's cost. A
+    /// missing export is a no-op (`None`).
     pub fn call(&mut self, phase: Phase, ctx: u32, export: &str, args: &[i32]) -> CallResult {
+        self.store.data_mut().stats.callbacks += 1;
         let Some(func): Option<Func> = self.instance.get_func(&mut self.store, export) else {
             return Ok(None);
         };
@@ -189,7 +196,7 @@ impl Worker {
         let mut results: Vec<Val> = ty.results().map(|_| Val::I32(0)).collect();
         let outcome = func.call(&mut self.store, &params, &mut results);
         let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
-        self.store.data_mut().fuel_used = used;
+        self.store.data_mut().stats.fuel += used;
         self.store.data_mut().flush_output(true);
         match outcome {
             Ok(()) => Ok(results.first().and_then(|v| match v {

@@ -110,9 +110,9 @@ pub(crate) struct WorkerState {
     pub tick_period_ms: Option<u64>,
     pub tick_changed: bool,
     pub effects: Vec<Effect>,
-    /// Host calls and bytes of the current callback (fuel is booked apart).
+    /// Cost of the callbacks run since the gateway last took it
+    /// ([`super::Worker::take_cost`]).
     pub stats: RequestStats,
-    pub fuel_used: u64,
     pub(super) next_token: u32,
     pub(super) stdout: Vec<u8>,
     pub(super) stderr: Vec<u8>,
