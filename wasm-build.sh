@@ -24,19 +24,13 @@ cargo build --release --target "$TARGET" --target-dir "$TARGET_DIR" -p kong-retr
 mkdir -p dist
 built="$TARGET_DIR/$TARGET/release/kong_retry.wasm"
 
-if ! command -v wasm-opt >/dev/null 2>&1; then
-    # Optional: a smaller, faster module. Never fail the build for it.
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        (apt-get install -y -qq binaryen >/dev/null 2>&1 ||
-            { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq binaryen >/dev/null 2>&1; }) || true
-    fi
-fi
-
+# Optional: a smaller, faster module. Never fail the build for it; scripts/setup.sh (which
+# ./test.sh and ./demo.sh run first) is the one place that installs it.
 if command -v wasm-opt >/dev/null 2>&1; then
     wasm-opt -O --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
         --enable-mutable-globals "$built" -o dist/kong_retry.wasm
 else
-    echo "wasm-opt not found (Debian package binaryen); copying the unoptimised module" >&2
+    echo "wasm-opt not found (./scripts/setup.sh installs Debian's binaryen); copying the unoptimised module" >&2
     cp "$built" dist/kong_retry.wasm
 fi
 
