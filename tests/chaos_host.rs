@@ -31,7 +31,7 @@ mod host_support;
 use host_support::{
     delay_asked, http_date, is_backend, module, CLUSTER, DELAY, EPOCH_MS, UPSTREAM,
 };
-use kong_retry::config::{parse, BudgetStore, Plan};
+use kong_retry::config::{self, parse, BudgetStore, Plan};
 use proxy_wasm_test_host::{
     CallId, CallKind, ClientResponse, Failure, Gateway, Profile, Reply, Request, UpstreamCall,
 };
@@ -39,6 +39,7 @@ use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// Requests per setup.
 const REQUESTS: usize = 200;
@@ -1000,25 +1001,8 @@ fn every_setup_has_fixtures_to_draw_from() {
 // The parser under mutated documents
 // ---------------------------------------------------------------------------------------
 
-/// Field names the parser knows (top level and nested), and some it does not.
-const FIELD_NAMES: &[&str] = &[
-    "mode",
-    "upstream",
-    "retries",
-    "retry_on",
-    "per_try_timeout",
-    "deadline",
-    "methods",
-    "idempotency_header",
-    "max_body_bytes",
-    "attempt_header",
-    "attempts_header",
-    "backoff",
-    "retry_after_max",
-    "budget",
-    "delay_endpoint",
-    "adaptive",
-    "maintenance_windows",
+/// Field names nested in the top-level objects (backoff, budget, maintenance windows).
+const NESTED_FIELDS: &[&str] = &[
     "strategy",
     "base_interval",
     "max_interval",
@@ -1035,6 +1019,10 @@ const FIELD_NAMES: &[&str] = &[
     "start",
     "end",
     "daily",
+];
+
+/// Names the parser does not know: old spellings, near-misses, nothing at all.
+const FOREIGN_FIELDS: &[&str] = &[
     "retry_timeout",
     "num_retries",
     "Retries",
@@ -1044,6 +1032,20 @@ const FIELD_NAMES: &[&str] = &[
     "",
     "🙂",
 ];
+
+/// Field names the parser knows (its own top-level list, then the nested ones), and some it
+/// does not.
+fn field_names() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        config::FIELDS
+            .iter()
+            .chain(NESTED_FIELDS)
+            .chain(FOREIGN_FIELDS)
+            .copied()
+            .collect()
+    })
+}
 
 const NASTY_STRINGS: &[&str] = &[
     "",
@@ -1182,7 +1184,7 @@ fn nasty_value(rng: &mut Xs, depth: u32) -> Value {
             let mut m = Map::new();
             for _ in 0..rng.below(5) {
                 m.insert(
-                    rng.pick(FIELD_NAMES).to_string(),
+                    rng.pick(field_names()).to_string(),
                     nasty_value(rng, depth + 1),
                 );
             }
@@ -1248,7 +1250,7 @@ fn nest(v: Value, depth: usize, rng: &mut Xs) -> Value {
             Value::Array(vec![out])
         } else {
             let mut m = Map::new();
-            m.insert(rng.pick(FIELD_NAMES).to_string(), out);
+            m.insert(rng.pick(field_names()).to_string(), out);
             Value::Object(m)
         };
     }
@@ -1293,7 +1295,7 @@ fn mutate(rng: &mut Xs, v: &mut Value, depth: u32) {
         },
         5 => match v {
             Value::Object(m) => {
-                m.insert(rng.pick(FIELD_NAMES).to_string(), nasty_value(rng, depth));
+                m.insert(rng.pick(field_names()).to_string(), nasty_value(rng, depth));
             }
             Value::Array(a) => {
                 for _ in 0..rng.range(1, 70) {
@@ -1331,7 +1333,7 @@ fn mutate_text(rng: &mut Xs, mut text: Vec<u8>) -> Vec<u8> {
         0 => {
             // A duplicate key at the top level (serde_json keeps the last).
             if let Some(pos) = text.iter().position(|b| *b == b'{') {
-                let field = rng.pick(FIELD_NAMES);
+                let field = rng.pick(field_names());
                 let value = nasty_value(rng, 0).to_string();
                 let dup = format!("\"{field}\":{value},\"{field}\":{value},");
                 let at = pos + 1;
@@ -1356,7 +1358,7 @@ fn mutate_text(rng: &mut Xs, mut text: Vec<u8>) -> Vec<u8> {
                 "01",
                 "+1",
             ]);
-            let field = rng.pick(FIELD_NAMES);
+            let field = rng.pick(field_names());
             text = format!("{{\"{field}\":{literal}}}").into_bytes();
         }
         2 => {
