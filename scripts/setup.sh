@@ -7,9 +7,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   echo "setup: adding Rust target wasm32-wasip1"
   rustup target add wasm32-wasip1
 fi
-if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
-  rustup component add clippy rustfmt
-fi
+for component in clippy rustfmt; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
 
 missing=()
 command -v wasm-opt >/dev/null 2>&1 || missing+=(binaryen)
