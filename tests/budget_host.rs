@@ -160,27 +160,43 @@ fn retries_waiting_in_backoff_have_already_paid() {
 #[test]
 fn budget_scope_is_the_route_by_default_and_the_upstream_as_an_option() {
     for setup in SETUPS {
+        let upstream = match setup {
+            Setup::Kong => UPSTREAM,
+            _ => CLUSTER,
+        };
+        let upstream_key = format!("kong_retry/kong_retry/budget/{upstream}");
+        // Envoy has no route name here: its route key is the upstream's.
+        let distinct = setup.budget_key() != upstream_key;
+
         let mut gw = setup.gateway(r#""backoff":{"strategy":"fixed","interval":0}"#, 1);
         let ex = gw
             .run(Request::new("GET", "/x"), |_| Reply::status(200))
             .unwrap();
-        assert_eq!(ex.response.status, 200);
+        assert_eq!(ex.response.status, 200, "{setup:?}");
         assert!(
             gw.shared_data(&setup.budget_key()).is_some(),
             "{setup:?}: {:?}",
             gw.logs()
         );
+        if distinct {
+            assert!(gw.shared_data(&upstream_key).is_none(), "{setup:?}");
+        }
 
         let mut gw = setup.gateway(r#""budget":{"scope":"upstream"}"#, 1);
-        gw.run(Request::new("GET", "/x"), |_| Reply::status(200))
+        let ex = gw
+            .run(Request::new("GET", "/x"), |_| Reply::status(200))
             .unwrap();
-        let upstream = match setup {
-            Setup::Kong => UPSTREAM,
-            _ => CLUSTER,
-        };
-        let key = format!("kong_retry/kong_retry/budget/{upstream}");
-        assert!(gw.shared_data(&key).is_some(), "{setup:?}");
+        assert_eq!(ex.response.status, 200, "{setup:?}");
+        assert!(gw.shared_data(&upstream_key).is_some(), "{setup:?}");
+        if distinct {
+            assert!(gw.shared_data(&setup.budget_key()).is_none(), "{setup:?}");
+        }
     }
+    assert_ne!(
+        Setup::Kong.budget_key(),
+        format!("kong_retry/kong_retry/budget/{UPSTREAM}"),
+        "Kong's route and upstream keys differ, so the scopes are told apart there"
+    );
 }
 
 #[test]
@@ -280,6 +296,8 @@ fn kong_with_another_zone_than_configured_never_touches_shared_data() {
             )
             .unwrap();
         assert_eq!(ex.response.status, 200);
+        // Failing open: every 502 retried.
+        assert_eq!(ex.calls.iter().filter(|c| is_backend(c)).count(), 2);
     }
     assert!(gw
         .shared_data(&format!("retry_state/kong_retry/budget/{KONG_ROUTE_ID}"))

@@ -60,6 +60,7 @@ fn each_way_a_request_ends_has_its_counter() {
         // Exhausted: three attempts, all 502.
         let ex = gw.run(get(), script(vec![Reply::status(502)])).unwrap();
         assert_eq!(ex.response.status, 502);
+        assert_eq!(ex.calls.iter().filter(|c| is_backend(c)).count(), 3);
         // Too large to copy: sent once, natively.
         let ex = gw
             .run(
@@ -68,13 +69,18 @@ fn each_way_a_request_ends_has_its_counter() {
             )
             .unwrap();
         assert_eq!(ex.response.status, 503);
+        assert_eq!(ex.calls.iter().filter(|c| is_backend(c)).count(), 1);
         // Not retryable (POST without a key) and plain success: only seen.
-        gw.run(
-            Request::new("POST", "/orders").body(b"{}".to_vec()),
-            script(vec![Reply::status(503)]),
-        )
-        .unwrap();
-        gw.run(get(), script(vec![Reply::status(200)])).unwrap();
+        let ex = gw
+            .run(
+                Request::new("POST", "/orders").body(b"{}".to_vec()),
+                script(vec![Reply::status(503)]),
+            )
+            .unwrap();
+        assert_eq!(ex.response.status, 503, "{setup:?}");
+        assert_eq!(ex.calls.iter().filter(|c| is_backend(c)).count(), 1);
+        let ex = gw.run(get(), script(vec![Reply::status(200)])).unwrap();
+        assert_eq!(ex.response.status, 200, "{setup:?}");
 
         let m = |name: &str| metric(&gw, name);
         assert_eq!(m("kong_retry_requests_total"), 6, "{setup:?}");
@@ -83,7 +89,11 @@ fn each_way_a_request_ends_has_its_counter() {
         assert_eq!(m("kong_retry_exhausted_total"), 1, "{setup:?}");
         assert_eq!(m("kong_retry_too_large_total"), 1, "{setup:?}");
         assert_eq!(m("kong_retry_budget_denied_total"), 0, "{setup:?}");
-        assert_eq!(m("kong_retry_retries_by_reason_total_reason_502"), 2);
+        assert_eq!(
+            m("kong_retry_retries_by_reason_total_reason_502"),
+            2,
+            "{setup:?}"
+        );
         assert_eq!(by_reason_total(&gw), 4, "{setup:?}: {:?}", gw.metrics());
         // The refused connection's reason depends on who made the attempt: Kong says
         // connect-failure; Envoy's dispatch gives no reason; Envoy's own forward answers 503.
