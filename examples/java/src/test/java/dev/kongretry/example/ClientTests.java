@@ -72,6 +72,18 @@ final class ClientTests {
                 Duration.ofMillis(300), Duration.ofSeconds(5), Duration.ofSeconds(3));
     }
 
+    /** A client of the stub with {@code fast(attempts)}, a fixed seed and no log. */
+    static IdempotentClient quiet(Stub stub, int attempts) {
+        return new IdempotentClient(stub.uri(), fast(attempts), new Random(1), line -> {});
+    }
+
+    /** Posts {@code body} with {@code c}, checks the operation succeeded, returns how long it took, ms. */
+    static long msToSuccess(IdempotentClient c, byte[] body) throws Exception {
+        long t0 = System.nanoTime();
+        as(IdempotentClient.Success.class, c.post("p", "application/json", body), "outcome");
+        return (System.nanoTime() - t0) / 1_000_000;
+    }
+
     static final Pattern QUOTED_UUID = Pattern.compile("\"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\"");
 
     static void register(TestRunner r) {
@@ -79,7 +91,7 @@ final class ClientTests {
 
         r.test("client: 409 (in progress) is retried with the same key and the same bytes", () -> {
             try (Stub stub = new Stub(Step.of(409), Step.of(409), Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 5);
                 var ok = as(IdempotentClient.Success.class, c.post("payments", "application/json", body), "outcome");
                 eq(3, ok.attempts(), "attempts");
                 eq(3, stub.seen.size(), "requests");
@@ -95,7 +107,7 @@ final class ClientTests {
 
         r.test("client: two operations get two different keys", () -> {
             try (Stub stub = new Stub(Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 5);
                 c.post("payments", "application/json", body);
                 c.post("payments", "application/json", body);
                 check(!stub.seen.get(0).key().equals(stub.seen.get(1).key()), "keys differ: " + stub.seen);
@@ -105,7 +117,7 @@ final class ClientTests {
         for (int status : new int[]{400, 422, 404, 500}) {
             r.test("client: " + status + " is final: surfaced after one attempt, not retried", () -> {
                 try (Stub stub = new Stub(Step.of(status), Step.of(201))) {
-                    IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                    IdempotentClient c = quiet(stub, 5);
                     var rejected = as(IdempotentClient.Rejected.class, c.post("payments", "application/json", body), "outcome");
                     eq(status, rejected.status(), "status");
                     eq("{\"status\":" + status + "}", rejected.bodyText(), "the server's body is handed over");
@@ -118,7 +130,7 @@ final class ClientTests {
         for (int status : new int[]{502, 503, 504, 429}) {
             r.test("client: " + status + " is retried", () -> {
                 try (Stub stub = new Stub(Step.of(status), Step.of(201))) {
-                    IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                    IdempotentClient c = quiet(stub, 5);
                     eq(2, as(IdempotentClient.Success.class, c.post("p", "application/json", body), "outcome").attempts(), "attempts");
                 }
             });
@@ -126,10 +138,7 @@ final class ClientTests {
 
         r.test("client: 503 with Retry-After: 1 waits at least a second", () -> {
             try (Stub stub = new Stub(Step.of(503, "Retry-After", "1"), Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
-                long t0 = System.nanoTime();
-                as(IdempotentClient.Success.class, c.post("p", "application/json", body), "outcome");
-                long ms = (System.nanoTime() - t0) / 1_000_000;
+                long ms = msToSuccess(quiet(stub, 5), body);
                 check(ms >= 1000 && ms < 2500, "elapsed " + ms + " ms");
             }
         });
@@ -138,10 +147,7 @@ final class ClientTests {
             try (Stub stub = new Stub(
                     new Step(429, Map.of("Retry-After", RetryAfter.httpDate(Instant.now().plusSeconds(2))), "{}", 0, null),
                     Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
-                long t0 = System.nanoTime();
-                as(IdempotentClient.Success.class, c.post("p", "application/json", body), "outcome");
-                long ms = (System.nanoTime() - t0) / 1_000_000;
+                long ms = msToSuccess(quiet(stub, 5), body);
                 // The date has one-second resolution: now+2s truncated is 1 to 2 seconds away.
                 check(ms >= 900 && ms < 3000, "elapsed " + ms + " ms");
             }
@@ -149,7 +155,7 @@ final class ClientTests {
 
         r.test("client: Retry-After beyond the cap stops at once instead of retrying early", () -> {
             try (Stub stub = new Stub(Step.of(503, "Retry-After", "120"), Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 5);
                 long t0 = System.nanoTime();
                 var gaveUp = as(IdempotentClient.GaveUp.class, c.post("p", "application/json", body), "outcome");
                 check((System.nanoTime() - t0) / 1_000_000 < 500, "no waiting");
@@ -160,7 +166,7 @@ final class ClientTests {
 
         r.test("client: stops after maxAttempts, reports the last outcome", () -> {
             try (Stub stub = new Stub(Step.of(502))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(4), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 4);
                 var gaveUp = as(IdempotentClient.GaveUp.class, c.post("p", "application/json", body), "outcome");
                 eq(4, gaveUp.attempts(), "attempts");
                 eq(4, stub.seen.size(), "requests");
@@ -210,7 +216,7 @@ final class ClientTests {
         r.test("client: sends the bytes it was given even if the caller changes its array", () -> {
             byte[] mine = body.clone();
             try (Stub stub = new Stub(new Step(503, Map.of(), "{}", 0, () -> Arrays.fill(mine, (byte) 'X')), Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 5);
                 as(IdempotentClient.Success.class, c.post("p", "application/json", mine), "outcome");
                 check(Arrays.equals(body, stub.seen.get(1).body()), "second attempt carried the original bytes");
             }
@@ -218,7 +224,7 @@ final class ClientTests {
 
         r.test("client: an explicit key resumes an operation (e.g. after GaveUp)", () -> {
             try (Stub stub = new Stub(Step.of(201))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 5);
                 c.post("p", "application/json", body, "resume-me-123");
                 eq("\"resume-me-123\"", stub.seen.get(0).key(), "key sent");
             }
@@ -241,7 +247,7 @@ final class ClientTests {
 
         r.test("client: a replayed answer is reported as such", () -> {
             try (Stub stub = new Stub(Step.of(201, "Idempotent-Replayed", "true"))) {
-                IdempotentClient c = new IdempotentClient(stub.uri(), fast(5), new Random(1), line -> {});
+                IdempotentClient c = quiet(stub, 5);
                 check(as(IdempotentClient.Success.class, c.post("p", "application/json", body), "outcome").replayed(), "replayed");
             }
         });
