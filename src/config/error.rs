@@ -17,21 +17,26 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(super) fn new(field: &str, value: &Value, allowed: impl Into<String>) -> Self {
-        let mut value = value.to_string();
-        if value.len() > 80 {
-            let mut cut = 77;
-            while !value.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            value.truncate(cut);
-            value.push_str("...");
-        }
         ConfigError {
             field: field.to_string(),
-            value,
+            value: truncated(value.to_string()),
             allowed: allowed.into(),
         }
     }
+}
+
+/// An offending value's text as errors show it: at most 80 bytes, longer ones cut at a
+/// char boundary and ended with `...`.
+pub(crate) fn truncated(mut text: String) -> String {
+    if text.len() > 80 {
+        let mut cut = 77;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 impl fmt::Display for ConfigError {

@@ -20,6 +20,7 @@ pub use budget::{
     BudgetConfig, BudgetScope, BudgetStore, BudgetStoreConfig, StoreUnavailable,
     DEFAULT_BUDGET_ZONE,
 };
+pub(crate) use error::truncated;
 pub use error::ConfigError;
 pub use retry_on::{FailureKind, RetryOn};
 pub use upstream::{parse_upstream, upstream_from_kong_service, Scheme, Upstream};

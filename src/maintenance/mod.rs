@@ -24,6 +24,7 @@ mod utc;
 
 pub use utc::parse_timestamp;
 
+use crate::config::truncated;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
@@ -399,18 +400,6 @@ fn daily_windows_cover_the_day(windows: &[MaintenanceWindow]) -> bool {
 /// A string as JSON text, cut to a loggable length.
 fn json_text(value: &str) -> String {
     truncated(Value::String(value.to_string()).to_string())
-}
-
-fn truncated(mut text: String) -> String {
-    if text.len() > 80 {
-        let mut cut = 77;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
 }
 
 #[cfg(test)]
