@@ -16,6 +16,11 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' build/demo-server.out)
+if [ -z "$port" ]; then
+  echo "the payment server did not start within 5 s; its output:" >&2
+  cat build/demo-server.out >&2
+  exit 1
+fi
 echo "server on port $port"
 
 java -cp build/classes dev.kongretry.example.IdempotentClient "http://127.0.0.1:$port" "$n"
