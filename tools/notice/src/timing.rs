@@ -164,15 +164,22 @@ mod tests {
     fn defaults() {
         // retries 2, per_try 2000, deadline 10000, exponential 25/250, retry_on gateway-error
         // (503 included) with retry_after_max 10000.
-        let t = timing_any(&Plan::default());
-        assert_eq!(t.attempts, 3);
-        assert_eq!(t.backoff_ceilings_ms, vec![25, 50]);
-        assert_eq!(t.retry_after_cap_ms, Some(10_000));
-        assert_eq!(t.waits_ms, 20_000);
-        assert_eq!(t.sum_ms, 26_000);
-        assert_eq!(t.longest_ms, 10_000);
-        assert!(t.capped_by_deadline);
-        assert_eq!(t.attempts_if_all_time_out, 3);
+        assert_eq!(
+            timing_any(&Plan::default()),
+            Timing {
+                attempts: 3,
+                waits_possible: true,
+                per_try_timeout_ms: 2_000,
+                backoff_ceilings_ms: vec![25, 50],
+                retry_after_cap_ms: Some(10_000),
+                waits_ms: 20_000,
+                sum_ms: 26_000,
+                deadline_ms: 10_000,
+                longest_ms: 10_000,
+                capped_by_deadline: true,
+                attempts_if_all_time_out: 3,
+            }
+        );
     }
 
     #[test]
@@ -182,14 +189,22 @@ mod tests {
             r#"{"retries":3,"retry_on":"502,504,timeout","per_try_timeout":2000,
                 "deadline":10000,"backoff":{"base_interval":100,"max_interval":1000}}"#,
         ));
-        assert_eq!(t.attempts, 4);
-        assert_eq!(t.backoff_ceilings_ms, vec![100, 200, 400]);
-        assert_eq!(t.retry_after_cap_ms, None);
-        assert_eq!(t.waits_ms, 700);
-        assert_eq!(t.sum_ms, 8_700);
-        assert_eq!(t.longest_ms, 8_700);
-        assert!(!t.capped_by_deadline);
-        assert_eq!(t.attempts_if_all_time_out, 4);
+        assert_eq!(
+            t,
+            Timing {
+                attempts: 4,
+                waits_possible: true,
+                per_try_timeout_ms: 2_000,
+                backoff_ceilings_ms: vec![100, 200, 400],
+                retry_after_cap_ms: None,
+                waits_ms: 700,
+                sum_ms: 8_700,
+                deadline_ms: 10_000,
+                longest_ms: 8_700,
+                capped_by_deadline: false,
+                attempts_if_all_time_out: 4,
+            }
+        );
     }
 
     #[test]
@@ -212,13 +227,22 @@ mod tests {
             r#"{"retries":4,"retry_on":"502","per_try_timeout":2000,"deadline":10000,
                 "backoff":{"strategy":"fixed","interval":5000}}"#,
         ));
-        assert_eq!(t.attempts, 5);
-        assert_eq!(t.backoff_ceilings_ms, vec![5000; 4]);
-        assert_eq!(t.waits_ms, 20_000);
-        assert_eq!(t.sum_ms, 30_000);
-        assert_eq!(t.longest_ms, 10_000);
-        assert!(t.capped_by_deadline);
-        assert_eq!(t.attempts_if_all_time_out, 2);
+        assert_eq!(
+            t,
+            Timing {
+                attempts: 5,
+                waits_possible: true,
+                per_try_timeout_ms: 2_000,
+                backoff_ceilings_ms: vec![5000; 4],
+                retry_after_cap_ms: None,
+                waits_ms: 20_000,
+                sum_ms: 30_000,
+                deadline_ms: 10_000,
+                longest_ms: 10_000,
+                capped_by_deadline: true,
+                attempts_if_all_time_out: 2,
+            }
+        );
     }
 
     #[test]
@@ -265,9 +289,10 @@ mod tests {
     #[test]
     fn kong_without_delay_endpoint_cannot_wait() {
         // kong/kong.yml's numbers: 3 retries, 2 s per try, 10 s deadline, Retry-After <= 5 s.
-        let json = r#"{"retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":5000,
-            "backoff":{"base_interval":100,"max_interval":1000}}"#;
-        let without = timing(&plan(json), Host::Kong);
+        let fields = r#""retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":5000,
+            "backoff":{"base_interval":100,"max_interval":1000}"#;
+        let json = format!("{{{fields}}}");
+        let without = timing(&plan(&json), Host::Kong);
         assert!(!without.waits_possible);
         assert_eq!(without.waits_ms, 0);
         assert_eq!(without.sum_ms, 8_000);
@@ -276,15 +301,14 @@ mod tests {
         // The configured ceilings are still reported (the text says they are not used).
         assert_eq!(without.backoff_ceilings_ms, vec![100, 200, 400]);
 
-        let with = r#"{"retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":5000,
-            "backoff":{"base_interval":100,"max_interval":1000},"delay_endpoint":"127.0.0.1:8555"}"#;
-        let t = timing(&plan(with), Host::Kong);
+        let with = format!(r#"{{{fields},"delay_endpoint":"127.0.0.1:8555"}}"#);
+        let t = timing(&plan(&with), Host::Kong);
         assert!(t.waits_possible);
         assert_eq!(t.waits_ms, 15_000);
         assert_eq!(t.sum_ms, 23_000);
         assert_eq!(t.longest_ms, 10_000);
         // Same config, host unknown: assume the waits happen (the upper bound).
-        assert_eq!(timing(&plan(json), Host::Unknown).waits_ms, 15_000);
+        assert_eq!(timing(&plan(&json), Host::Unknown).waits_ms, 15_000);
         // Response mode is Envoy's: its tick waits, whatever the input says.
         assert!(waits_possible(&plan(r#"{"mode":"response"}"#), Host::Kong));
     }
