@@ -62,13 +62,13 @@ pub enum LocalResponseRule {
     Trap(&'static str),
 }
 
-/// How `set_shared_data` treats `cas = 0`.
+/// What `set_shared_data` does with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CasZero {
-    /// Write only when the key does not exist yet.
-    OnlyIfAbsent,
-    /// Write unconditionally.
-    Unconditional,
+pub enum SharedWrite {
+    Put,
+    Delete,
+    /// The cas does not match: `CasMismatch`.
+    Refuse,
 }
 
 impl Profile {
@@ -358,12 +358,30 @@ impl Profile {
         (status, headers, body.as_bytes().to_vec())
     }
 
+    /// `set_shared_data(key, value, cas)` on a key whose cas is `current`
+    /// (None when absent); `null_value` is an empty value given as a null
+    /// pointer. A nonzero cas must match the current one.
     /// Kong (BRIEF; ngx_wasm_shm_kv): `cas = 0` succeeds only when the key is
-    /// absent. Envoy (proxy-wasm-cpp-host shared_data.cc): `cas = 0` writes.
-    pub fn cas_zero(self) -> CasZero {
-        match self {
-            Profile::Kong => CasZero::OnlyIfAbsent,
-            Profile::Envoy => CasZero::Unconditional,
+    /// absent; a nonzero cas on an absent key finds no entry to compare with;
+    /// a null value deletes the key (ngx_proxy_wasm_host.c).
+    /// Envoy (proxy-wasm-cpp-host shared_data.cc): `cas = 0` writes; an absent
+    /// key is inserted whatever the cas.
+    pub fn shared_data_write(
+        self,
+        current: Option<u32>,
+        cas: u32,
+        null_value: bool,
+    ) -> SharedWrite {
+        let allowed = match (current, cas) {
+            (None, 0) => true,
+            (Some(_), 0) => self == Profile::Envoy,
+            (Some(cur), cas) => cur == cas,
+            (None, _) => self == Profile::Envoy,
+        };
+        match (allowed, self) {
+            (false, _) => SharedWrite::Refuse,
+            (true, Profile::Kong) if null_value => SharedWrite::Delete,
+            (true, _) => SharedWrite::Put,
         }
     }
 

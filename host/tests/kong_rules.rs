@@ -419,6 +419,19 @@ fn the_shm_kv_zone_shows_in_kong_configuration_only_when_configured() {
 }
 
 #[test]
+fn a_nonzero_cas_on_an_absent_key_is_a_mismatch_on_kong_and_inserts_on_envoy() {
+    let script = json!({"on_request_headers": [
+        {"op": "set_shared", "key": "k", "value": "1", "cas": 7}
+    ]});
+    let mut kong = gateway(Profile::Kong, script.clone());
+    let _ = kong.run(Request::new("GET", "/"), |_| ok("")).unwrap();
+    assert_eq!(kong.shared_data("k"), None);
+    let mut envoy = gateway(Profile::Envoy, script);
+    let _ = envoy.run(Request::new("GET", "/"), |_| ok("")).unwrap();
+    assert_eq!(envoy.shared_data("k"), Some(b"1".to_vec()));
+}
+
+#[test]
 fn cas_zero_succeeds_only_when_absent() {
     let script = json!({"on_request_headers": [
         {"op": "set_shared", "key": "k", "value": "1"},

@@ -4,7 +4,7 @@
 use super::guest::{counted, host_trap, read, return_bytes, text, write_u32, C, R};
 use super::state::WorkerState;
 use crate::abi::status;
-use crate::profile::{CasZero, Profile};
+use crate::profile::SharedWrite;
 use wasmtime::Linker;
 
 pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
@@ -52,26 +52,15 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                 return Err(host_trap(msg));
             }
             let key = text(&key);
-            let cas = cas as u32;
             let mut node = state.node();
             let current = node.shared_data.get(&key).map(|(_, c)| *c);
-            let write = match (current, cas) {
-                (None, 0) => true,
-                (Some(_), 0) => profile.cas_zero() == CasZero::Unconditional,
-                (Some(cur), cas) => cur == cas,
-                // proxy-wasm-cpp-host inserts an absent key whatever the cas;
-                // ngx_wasm_shm_kv finds no entry to compare with.
-                (None, _) => profile == Profile::Envoy,
-            };
-            if !write {
-                return Ok(status::CAS_MISMATCH);
+            match profile.shared_data_write(current, cas as u32, vp == 0 && value.is_empty()) {
+                SharedWrite::Refuse => return Ok(status::CAS_MISMATCH),
+                SharedWrite::Delete => {
+                    node.shared_data.remove(&key);
+                }
+                SharedWrite::Put => node.put_shared_data(key, value),
             }
-            // Kong: a null value pointer deletes the key (ngx_proxy_wasm_host.c).
-            if vp == 0 && value.is_empty() && profile == Profile::Kong {
-                node.shared_data.remove(&key);
-                return Ok(status::OK);
-            }
-            node.put_shared_data(key, value);
             Ok(status::OK)
         },
     )?;
