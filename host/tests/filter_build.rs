@@ -10,5 +10,10 @@ fn filter_wasm_builds_and_loads() {
     let path = build::filter_wasm().unwrap_or_else(|e| panic!("{e}"));
     assert!(path.ends_with("kong_retry.wasm"), "{}", path.display());
     let module = WasmModule::from_file(&path).unwrap();
-    let _ = Gateway::builder(Profile::Kong, &module).plugin_config("{}");
+    for profile in [Profile::Kong, Profile::Envoy] {
+        Gateway::builder(profile, &module)
+            .plugin_config("{}")
+            .build()
+            .unwrap_or_else(|e| panic!("{profile:?}: {e}"));
+    }
 }
