@@ -1,6 +1,6 @@
 //! `adaptive`: adaptive mode's protection window, cache age and scope.
 
-use super::read::{int_in, object, string};
+use super::read::{int_in, object, one_of};
 use super::ConfigError;
 use serde_json::Value;
 
@@ -64,11 +64,15 @@ pub(super) fn parse_adaptive(v: &Value) -> Result<AdaptiveConfig, ConfigError> {
     }
     if let Some(s) = obj.get("scope") {
         const A: &str = "one of \"upstream\" (every route to the same backend), \"route\"";
-        a.scope = match string("adaptive.scope", s, A)? {
-            "upstream" => ProtectionScope::Upstream,
-            "route" => ProtectionScope::Route,
-            _ => return Err(ConfigError::new("adaptive.scope", s, A)),
-        };
+        a.scope = one_of(
+            "adaptive.scope",
+            s,
+            A,
+            &[
+                ("upstream", ProtectionScope::Upstream),
+                ("route", ProtectionScope::Route),
+            ],
+        )?;
     }
     Ok(a)
 }

@@ -1,6 +1,6 @@
 //! `budget`: the retry budget's numbers and scope, and where it is kept (zone, store).
 
-use super::read::{int_in, object, string};
+use super::read::{int_in, object, one_of, string};
 use super::ConfigError;
 use serde_json::Value;
 
@@ -119,19 +119,27 @@ pub(super) fn parse_budget(v: &Value) -> Result<(BudgetConfig, BudgetStoreConfig
     }
     if let Some(s) = obj.get("scope") {
         const A: &str = "one of \"route\", \"upstream\"";
-        b.scope = match string("budget.scope", s, A)? {
-            "route" => BudgetScope::Route,
-            "upstream" => BudgetScope::Upstream,
-            _ => return Err(ConfigError::new("budget.scope", s, A)),
-        };
+        b.scope = one_of(
+            "budget.scope",
+            s,
+            A,
+            &[
+                ("route", BudgetScope::Route),
+                ("upstream", BudgetScope::Upstream),
+            ],
+        )?;
     }
     if let Some(s) = obj.get("on_store_unavailable") {
         const A: &str = "one of \"allow\" (fail open), \"deny\" (fail closed)";
-        b.on_store_unavailable = match string("budget.on_store_unavailable", s, A)? {
-            "allow" => StoreUnavailable::Allow,
-            "deny" => StoreUnavailable::Deny,
-            _ => return Err(ConfigError::new("budget.on_store_unavailable", s, A)),
-        };
+        b.on_store_unavailable = one_of(
+            "budget.on_store_unavailable",
+            s,
+            A,
+            &[
+                ("allow", StoreUnavailable::Allow),
+                ("deny", StoreUnavailable::Deny),
+            ],
+        )?;
     }
     if let Some(z) = obj.get("zone") {
         const A: &str = "an shm_kv zone name: 1 to 64 letters, digits, '_' or '-' (Kong: the <name> of nginx_wasm_shm_kv_<name>)";
@@ -147,12 +155,16 @@ pub(super) fn parse_budget(v: &Value) -> Result<(BudgetConfig, BudgetStoreConfig
     }
     if let Some(s) = obj.get("store") {
         const A: &str = "one of \"auto\" (Kong: use the zone if the configuration shows one; Envoy: always), \"shm\" (the zone exists, trust it), \"none\" (no store: on_store_unavailable applies)";
-        at.store = match string("budget.store", s, A)? {
-            "auto" => BudgetStore::Auto,
-            "shm" => BudgetStore::Shm,
-            "none" => BudgetStore::None,
-            _ => return Err(ConfigError::new("budget.store", s, A)),
-        };
+        at.store = one_of(
+            "budget.store",
+            s,
+            A,
+            &[
+                ("auto", BudgetStore::Auto),
+                ("shm", BudgetStore::Shm),
+                ("none", BudgetStore::None),
+            ],
+        )?;
     }
     Ok((b, at))
 }

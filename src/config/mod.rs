@@ -26,7 +26,7 @@ pub use retry_on::{FailureKind, RetryOn};
 pub use upstream::{parse_upstream, upstream_from_kong_service, Scheme, Upstream};
 
 use crate::maintenance::MaintenanceSchedule;
-use read::{int_in, list_items, string};
+use read::{int_in, list_items, one_of, string};
 use serde_json::Value;
 
 /// Largest `retries` accepted.
@@ -289,13 +289,17 @@ pub fn parse_value(value: &Value) -> Result<Plan, ConfigError> {
 
 fn parse_mode(v: &Value) -> Result<Mode, ConfigError> {
     const ALLOWED: &str = "one of \"auto\", \"dispatch\", \"response\", \"adaptive\"";
-    match string("mode", v, ALLOWED)? {
-        "auto" => Ok(Mode::Auto),
-        "dispatch" => Ok(Mode::Dispatch),
-        "response" => Ok(Mode::Response),
-        "adaptive" => Ok(Mode::Adaptive),
-        _ => Err(ConfigError::new("mode", v, ALLOWED)),
-    }
+    one_of(
+        "mode",
+        v,
+        ALLOWED,
+        &[
+            ("auto", Mode::Auto),
+            ("dispatch", Mode::Dispatch),
+            ("response", Mode::Response),
+            ("adaptive", Mode::Adaptive),
+        ],
+    )
 }
 
 fn parse_methods(v: &Value) -> Result<Vec<String>, ConfigError> {

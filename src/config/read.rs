@@ -30,6 +30,21 @@ pub(super) fn string<'a>(field: &str, v: &'a Value, allowed: &str) -> Result<&'a
         .ok_or_else(|| ConfigError::new(field, v, allowed.to_string()))
 }
 
+/// A string naming one of `choices`, as its value; `allowed` says which names are accepted.
+pub(super) fn one_of<T: Copy>(
+    field: &str,
+    v: &Value,
+    allowed: &str,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let name = string(field, v, allowed)?;
+    choices
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, value)| value)
+        .ok_or_else(|| ConfigError::new(field, v, allowed))
+}
+
 pub(super) fn object<'a>(
     field: &str,
     v: &'a Value,
