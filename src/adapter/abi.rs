@@ -132,6 +132,15 @@ fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
+/// A getter's answer: the bytes it returned, `Ok(None)` for `NotFound` (or no bytes).
+fn found(status: u32, data: *mut u8, size: usize) -> Result<Option<Vec<u8>>, HostStatus> {
+    match status {
+        OK => Ok(owned(data, size)),
+        NOT_FOUND => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
 /// Writes one log line at a proxy-wasm level (0 trace .. 5 critical). Errors are dropped:
 /// there is nowhere left to report them.
 pub fn log(level: u32, message: &str) {
@@ -168,11 +177,7 @@ pub fn get_buffer(kind: u32, start: usize, max: usize) -> Result<Option<Vec<u8>>
     let mut size = 0usize;
     // SAFETY: valid out-pointers.
     let status = unsafe { proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) };
-    match status {
-        OK => Ok(owned(data, size)),
-        NOT_FOUND => Ok(None),
-        s => Err(HostStatus(s)),
-    }
+    found(status, data, size)
 }
 
 /// Replaces `size` bytes of a buffer from `start` with `data`.
@@ -204,11 +209,7 @@ pub fn get_header(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostStatus> {
     // SAFETY: valid pointers.
     let status =
         unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
-    match status {
-        OK => Ok(owned(data, size)),
-        NOT_FOUND => Ok(None),
-        s => Err(HostStatus(s)),
-    }
+    found(status, data, size)
 }
 
 /// Adds one value to a header map.
@@ -241,11 +242,7 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
     // SAFETY: valid pointers.
     let status =
         unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
-    match status {
-        OK => Ok(owned(data, size)),
-        NOT_FOUND => Ok(None),
-        s => Err(HostStatus(s)),
-    }
+    found(status, data, size)
 }
 
 /// A property's value if the host resolves it to something non-empty.
