@@ -156,15 +156,15 @@ impl Driver {
 
     /// The id of the request's route: Kong `kong.route_id`, Envoy `xds.route_name`.
     fn route_id(&self) -> Option<String> {
-        let kong: &[&str] = &["kong", "route_id"];
-        let envoy: &[&str] = &["xds", "route_name"];
-        let paths = match self.host {
-            Host::Kong => vec![kong],
-            Host::Envoy => vec![envoy],
-            Host::Unknown => vec![kong, envoy],
+        const KONG: &[&str] = &["kong", "route_id"];
+        const ENVOY: &[&str] = &["xds", "route_name"];
+        let paths: &[&[&str]] = match self.host {
+            Host::Kong => &[KONG],
+            Host::Envoy => &[ENVOY],
+            Host::Unknown => &[KONG, ENVOY],
         };
         paths
-            .into_iter()
+            .iter()
             .find_map(|p| abi::property(p).and_then(|v| String::from_utf8(v).ok()))
     }
 
