@@ -64,7 +64,7 @@
 //!
 //! Time comes from the caller (the host clock, in ms); nothing here reads a clock.
 
-use crate::store::{SharedStore, StoreError};
+use crate::store::{zoned_prefix, SharedStore, StoreError};
 use std::fmt;
 
 /// How many read/compare-and-swap rounds one operation may take before giving up.
@@ -186,13 +186,8 @@ impl RetryBudget {
         if rules.window_ms == 0 || rules.window_ms > MAX_WINDOW_MS {
             return Err(BudgetRulesError::Window(rules.window_ms));
         }
-        let key_prefix = match &rules.zone {
-            None => KEY_PREFIX.to_string(),
-            Some(zone) if zone.is_empty() || zone.contains('/') => {
-                return Err(BudgetRulesError::Zone(zone.clone()));
-            }
-            Some(zone) => format!("{zone}/{KEY_PREFIX}"),
-        };
+        let key_prefix =
+            zoned_prefix(rules.zone.as_deref(), KEY_PREFIX).map_err(BudgetRulesError::Zone)?;
         // percent ≤ 100, so the product is at most 1e6 and the cast is exact enough.
         let deposit = (rules.percent * (MICROS_PER_TOKEN as f64) / 100.0).round() as u64;
         let per_second = u64::from(rules.min_retries_per_second);

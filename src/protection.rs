@@ -58,7 +58,7 @@
 //! Time comes from the caller (the host clock, ms since the Unix epoch).
 
 use crate::maintenance::MaintenanceSchedule;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{zoned_prefix, SharedStore, StoreError};
 use std::fmt;
 
 /// How many read/compare-and-swap rounds one [`ProtectionCache::mark_failure`] may take.
@@ -148,11 +148,7 @@ impl ProtectionRules {
                 window_ms,
             });
         }
-        if let Some(name) = &zone {
-            if name.is_empty() || name.contains('/') {
-                return Err(ProtectionRulesError::Zone(name.clone()));
-            }
-        }
+        zoned_prefix(zone.as_deref(), KEY_PREFIX).map_err(ProtectionRulesError::Zone)?;
         Ok(ProtectionRules {
             window_ms,
             cache_ms,
@@ -181,10 +177,8 @@ impl ProtectionRules {
     }
 
     fn key_prefix(&self) -> String {
-        match &self.zone {
-            Some(zone) => format!("{zone}/{KEY_PREFIX}"),
-            None => KEY_PREFIX.to_string(),
-        }
+        // `new` checked the zone.
+        zoned_prefix(self.zone.as_deref(), KEY_PREFIX).unwrap_or_default()
     }
 
     /// The smallest extension worth a write.

@@ -58,6 +58,17 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// The prefix of a key kept in `zone`: `<zone>/<prefix>`, or `prefix` alone without a zone
+/// (on Kong the part before the first `/` names an `shm_kv` zone). `Err(zone)` when the
+/// zone cannot be one: empty, or holding `/`.
+pub fn zoned_prefix(zone: Option<&str>, prefix: &str) -> Result<String, String> {
+    match zone {
+        None => Ok(prefix.to_string()),
+        Some(zone) if zone.is_empty() || zone.contains('/') => Err(zone.to_string()),
+        Some(zone) => Ok(format!("{zone}/{prefix}")),
+    }
+}
+
 /// Proxy-wide key-value data with compare-and-swap, shared by every worker of a node.
 pub trait SharedStore {
     /// The value and its cas token, or `None` when the key does not exist.
