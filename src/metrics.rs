@@ -122,29 +122,22 @@ pub fn retries_by_reason(reason: Outcome) -> String {
     format!("{RETRIES_BY_REASON}_reason_{value}")
 }
 
-/// The counters a request adds to when it is over (retrying stopped, or it went natively).
-/// Each request is over once; the adapter calls this at that moment.
-pub fn on_finish(exchange: &Exchange) -> Vec<Counter> {
-    let mut out = Vec::new();
+/// The counter a request adds to when it is over (retrying stopped, or it went natively),
+/// if any. Each request is over once; the adapter calls this at that moment.
+pub fn on_finish(exchange: &Exchange) -> Option<Counter> {
     match exchange.native_reason() {
-        Some(NativeReason::BodyTooLarge | NativeReason::BodyUnreadable) => {
-            out.push(Counter::TooLarge)
-        }
-        Some(_) => {}
+        Some(NativeReason::BodyTooLarge | NativeReason::BodyUnreadable) => Some(Counter::TooLarge),
+        Some(_) => None,
         None => match exchange.stop_reason() {
-            Some(StopReason::Budget) => out.push(Counter::BudgetDenied),
-            Some(StopReason::Exhausted) => out.push(Counter::Exhausted),
-            Some(StopReason::Final) if exchange.attempts() >= 2 => {
-                if let Some(Outcome::Status(s)) = exchange.last_outcome() {
-                    if s < 500 {
-                        out.push(Counter::RetrySuccess);
-                    }
-                }
-            }
-            _ => {}
+            Some(StopReason::Budget) => Some(Counter::BudgetDenied),
+            Some(StopReason::Exhausted) => Some(Counter::Exhausted),
+            Some(StopReason::Final) if exchange.attempts() >= 2 => match exchange.last_outcome() {
+                Some(Outcome::Status(s)) if s < 500 => Some(Counter::RetrySuccess),
+                _ => None,
+            },
+            _ => None,
         },
     }
-    out
 }
 
 /// The counter a [`crate::protection::ProtectionCache::mark_failure`] result adds to:
@@ -288,49 +281,49 @@ mod tests {
         answer(&mut x, &mut env, Outcome::Status(503));
         answer(&mut x, &mut env, Outcome::Status(200));
         assert!(finished(&x));
-        assert_eq!(on_finish(&x), vec![Counter::RetrySuccess]);
+        assert_eq!(on_finish(&x), Some(Counter::RetrySuccess));
 
         // Success at once: nothing beyond the request itself.
         let mut x = exchange(NO_WAIT);
         get(&mut x, &mut env, &[]);
         answer(&mut x, &mut env, Outcome::Status(200));
-        assert_eq!(on_finish(&x), vec![]);
+        assert_eq!(on_finish(&x), None);
 
         // A retry that ends on a 5xx outside retry_on is no success.
         let mut x = exchange(NO_WAIT);
         get(&mut x, &mut env, &[]);
         answer(&mut x, &mut env, Outcome::Status(503));
         answer(&mut x, &mut env, Outcome::Status(500));
-        assert_eq!(on_finish(&x), vec![]);
+        assert_eq!(on_finish(&x), None);
 
         // Exhausted.
         let mut x = exchange(NO_WAIT);
         get(&mut x, &mut env, &[]);
         answer(&mut x, &mut env, Outcome::Status(503));
         answer(&mut x, &mut env, Outcome::Failed(Failure::Reset));
-        assert_eq!(on_finish(&x), vec![Counter::Exhausted]);
+        assert_eq!(on_finish(&x), Some(Counter::Exhausted));
 
         // Denied by the budget.
         let mut env = FixedEnv { budget: false };
         let mut x = exchange(NO_WAIT);
         get(&mut x, &mut env, &[]);
         answer(&mut x, &mut env, Outcome::Status(503));
-        assert_eq!(on_finish(&x), vec![Counter::BudgetDenied]);
+        assert_eq!(on_finish(&x), Some(Counter::BudgetDenied));
 
         // Too large, announced or found while reading.
         let mut x = exchange(r#"{"max_body_bytes":4}"#);
         get(&mut x, &mut env, &[("content-length", "5")]);
-        assert_eq!(on_finish(&x), vec![Counter::TooLarge]);
+        assert_eq!(on_finish(&x), Some(Counter::TooLarge));
         let mut x = exchange("{}");
         get(&mut x, &mut env, &[("content-length", "9000")]);
         assert!(!finished(&x));
         x.handle(Event::RequestBody(BodyRead::Unreadable), &mut env);
-        assert_eq!(on_finish(&x), vec![Counter::TooLarge]);
+        assert_eq!(on_finish(&x), Some(Counter::TooLarge));
 
         // Not retryable at all: over at once, no counter.
         let mut x = exchange(r#"{"retries":0}"#);
         get(&mut x, &mut env, &[]);
         assert!(finished(&x));
-        assert_eq!(on_finish(&x), vec![]);
+        assert_eq!(on_finish(&x), None);
     }
 }

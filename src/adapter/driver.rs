@@ -148,9 +148,8 @@ impl Driver {
             return;
         }
         self.counted = true;
-        let mut m = self.shared.metrics.borrow_mut();
-        for c in metrics::on_finish(x) {
-            m.add(c);
+        if let Some(c) = metrics::on_finish(x) {
+            self.shared.metrics.borrow_mut().add(c);
         }
     }
 
