@@ -4,6 +4,7 @@
 use crate::config::Scheme;
 use crate::header_map::Headers;
 use crate::outcome::Outcome;
+use std::rc::Rc;
 
 /// What the state machine needs from the outside world.
 pub trait Env {
@@ -127,8 +128,9 @@ pub enum Action {
     Dispatch(Attempt),
     /// Wait this long without holding a worker, then feed `DelayElapsed`.
     Wait { ms: u64, next_attempt: u32 },
-    /// Answer the client with this response (`send_http_response`).
-    Respond(FinalResponse),
+    /// Answer the client with this response (`send_http_response`); the exchange keeps the
+    /// same one, not a copy, as [`super::Exchange::sent_response`].
+    Respond(Rc<FinalResponse>),
 }
 
 /// Why the exchange stopped retrying, for logs and metrics.

@@ -58,7 +58,7 @@ pub struct Exchange {
     last_failure: Option<Failure>,
     last_outcome: Option<Outcome>,
     wait_started_ms: u64,
-    final_response: Option<FinalResponse>,
+    final_response: Option<Rc<FinalResponse>>,
 }
 
 impl Exchange {
@@ -122,7 +122,7 @@ impl Exchange {
     /// The local response sent to the client, kept so the adapter can repair what the host
     /// changes on the way out (Kong: repeated headers, the appended `"\n"`).
     pub fn sent_response(&self) -> Option<&FinalResponse> {
-        self.final_response.as_ref()
+        self.final_response.as_deref()
     }
 
     /// The full header list (pseudo headers included) of a dispatched attempt.
@@ -456,6 +456,7 @@ impl Exchange {
     }
 
     fn respond(&mut self, resp: FinalResponse) -> Action {
+        let resp = Rc::new(resp);
         self.final_response = Some(resp.clone());
         Action::Respond(resp)
     }
@@ -571,7 +572,7 @@ mod tests {
         }
     }
 
-    fn responded(a: Action) -> FinalResponse {
+    fn responded(a: Action) -> Rc<FinalResponse> {
         match a {
             Action::Respond(r) => r,
             other => panic!("expected Respond, got {other:?}"),
@@ -606,7 +607,7 @@ mod tests {
             ])
         );
         assert_eq!(x.stop_reason(), Some(StopReason::Final));
-        assert_eq!(x.sent_response(), Some(&r));
+        assert_eq!(x.sent_response(), Some(&*r));
     }
 
     #[test]
@@ -814,7 +815,10 @@ mod tests {
         );
         x.handle(request("GET", &[]), &mut e);
         let a = x.handle(status(429, &[("retry-after", "2")]), &mut e);
-        assert_eq!(a, Action::Respond(x.sent_response().unwrap().clone()));
+        assert_eq!(
+            a,
+            Action::Respond(Rc::new(x.sent_response().unwrap().clone()))
+        );
         assert_eq!(
             x.stop_reason(),
             Some(StopReason::Final),
