@@ -3,7 +3,7 @@
 use crate::config::{FailureKind, RetryOn};
 
 /// The result of one attempt, as the retry policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
     /// A complete response with this status.
     Status(u16),
@@ -12,7 +12,7 @@ pub enum Outcome {
 }
 
 /// Why an attempt produced no usable response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failure {
     /// Refused, unresolvable, or the TLS handshake failed: nothing reached the upstream.
     ConnectFailure,

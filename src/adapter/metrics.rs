@@ -21,8 +21,8 @@ enum Slot {
 pub struct Metrics {
     fixed: [Slot; Counter::ALL.len()],
     /// Per-reason counters, defined the first time a reason occurs (`5xx` alone would be a
-    /// hundred series that stay at zero).
-    by_reason: BTreeMap<String, Option<u32>>,
+    /// hundred series that stay at zero); found by the outcome, so a retry builds no name.
+    by_reason: BTreeMap<Outcome, Option<u32>>,
 }
 
 impl Metrics {
@@ -46,11 +46,10 @@ impl Metrics {
     /// Counts one retry made because the previous attempt ended with `reason`.
     pub fn add_retry(&mut self, reason: Outcome) {
         self.add(Counter::Retries);
-        let name = retries_by_reason(reason);
         let id = *self
             .by_reason
-            .entry(name)
-            .or_insert_with_key(|name| define(name));
+            .entry(reason)
+            .or_insert_with(|| define(&retries_by_reason(reason)));
         if let Some(id) = id {
             let _ = abi::increment_metric(id, 1);
         }
