@@ -79,9 +79,11 @@ pub fn body_expectation(headers: &[(String, Vec<u8>)]) -> BodyExpectation {
 pub struct RequestCopy {
     /// Upper case as received (methods are case-sensitive; we compare upper-cased).
     pub method: String,
-    /// Path with query string.
+    /// Path with query string, as dispatched: the downstream `:path` unless the adapter
+    /// names the proxy's own (Kong `ngx.upstream_uri`).
     pub path: String,
-    /// The downstream `:authority` (Host).
+    /// `:authority` (Host) as dispatched: the downstream one unless the adapter names the
+    /// proxy's own (Kong `ngx.upstream_host`).
     pub authority: String,
     /// End-to-end headers only.
     pub headers: Headers,
@@ -111,18 +113,11 @@ impl RequestCopy {
     /// The headers for one dispatch: pseudo headers first, then the copy's headers, the
     /// attempt header on retries (`attempt` > 1; a client-sent one is always dropped), and a
     /// `content-length` matching the body.
-    pub fn dispatch_headers(
-        &self,
-        scheme: &str,
-        authority: &str,
-        path: &str,
-        attempt_header: &str,
-        attempt: u32,
-    ) -> Headers {
+    pub fn dispatch_headers(&self, scheme: &str, attempt_header: &str, attempt: u32) -> Headers {
         let mut h: Headers = Vec::with_capacity(self.headers.len() + 6);
         h.push((":method".into(), self.method.clone().into_bytes()));
-        h.push((":path".into(), path.as_bytes().to_vec()));
-        h.push((":authority".into(), authority.as_bytes().to_vec()));
+        h.push((":path".into(), self.path.clone().into_bytes()));
+        h.push((":authority".into(), self.authority.clone().into_bytes()));
         h.push((":scheme".into(), scheme.as_bytes().to_vec()));
         for (n, v) in &self.headers {
             if n == "host" || n == attempt_header {
@@ -215,8 +210,9 @@ mod tests {
             ("idempotency-key", "k"),
         ]));
         c.body = b"hello".to_vec();
+        c.authority = "svc:80".to_string();
         assert!(c.has_header("idempotency-key"));
-        let h = c.dispatch_headers("http", "svc:80", "/orders?x=1", "x-retry-attempt", 2);
+        let h = c.dispatch_headers("http", "x-retry-attempt", 2);
         assert_eq!(
             h,
             hs(&[
@@ -229,10 +225,10 @@ mod tests {
                 ("content-length", "5"),
             ])
         );
-        let first = c.dispatch_headers("http", "svc:80", "/", "x-retry-attempt", 1);
+        let first = c.dispatch_headers("http", "x-retry-attempt", 1);
         assert!(!first.iter().any(|(n, _)| n == "x-retry-attempt"));
         let get = RequestCopy::from_headers(&hs(&[(":method", "GET"), (":path", "/")]));
-        let h = get.dispatch_headers("https", "a", "/", "x-retry-attempt", 1);
+        let h = get.dispatch_headers("https", "x-retry-attempt", 1);
         assert!(!h.iter().any(|(n, _)| n == "content-length"));
     }
 

@@ -49,8 +49,6 @@ pub struct Exchange {
     target: Target,
     state: State,
     copy: Option<RequestCopy>,
-    path: String,
-    authority: String,
     replayable: bool,
     started_ms: u64,
     attempts: u32,
@@ -70,8 +68,6 @@ impl Exchange {
             target,
             state: State::Start,
             copy: None,
-            path: String::new(),
-            authority: String::new(),
             replayable: false,
             started_ms: 0,
             attempts: 0,
@@ -130,8 +126,6 @@ impl Exchange {
         match &self.copy {
             Some(c) => c.dispatch_headers(
                 self.target.scheme.as_str(),
-                &self.authority,
-                &self.path,
                 &self.plan.attempt_header,
                 attempt,
             ),
@@ -201,7 +195,7 @@ impl Exchange {
             return Action::PassThrough;
         }
         self.started_ms = env.now_ms();
-        let copy = RequestCopy::from_headers(&headers);
+        let mut copy = RequestCopy::from_headers(&headers);
         let has_key = copy.has_header(&self.plan.idempotency_header);
         self.replayable = RetryPolicy::new(&self.plan).replayable(&copy.method, has_key);
         if !self.replayable || self.plan.retries == 0 {
@@ -214,8 +208,12 @@ impl Exchange {
         {
             return self.native(NativeReason::HeaderNotText);
         }
-        self.path = path.unwrap_or_else(|| copy.path.clone());
-        self.authority = authority.unwrap_or_else(|| copy.authority.clone());
+        if let Some(path) = path {
+            copy.path = path;
+        }
+        if let Some(authority) = authority {
+            copy.authority = authority;
+        }
         self.copy = Some(copy);
         match body_expectation(&headers) {
             BodyExpectation::Length(n) if n > self.plan.max_body_bytes as u64 => {
