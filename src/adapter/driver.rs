@@ -280,7 +280,6 @@ impl Driver {
                     .map(|target| config::Upstream {
                         target,
                         scheme: Scheme::Http,
-                        explicit_scheme: false,
                     }),
                 _ => abi::property(&["kong", "router", "service"])
                     .and_then(|json| config::upstream_from_kong_service(&json)),

@@ -29,8 +29,6 @@ pub struct Upstream {
     pub target: String,
     /// `https` turns TLS on (Kong); `http` otherwise.
     pub scheme: Scheme,
-    /// Whether the operator wrote the scheme explicitly (`https://...`).
-    pub explicit_scheme: bool,
 }
 
 /// Parses `host[:port]`, `http://host[:port]`, `https://host[:port]` or a cluster name.
@@ -62,7 +60,6 @@ pub fn parse_upstream(field: &str, v: &Value) -> Result<Option<Upstream>, Config
     Ok(Some(Upstream {
         target: rest.to_string(),
         scheme,
-        explicit_scheme: explicit,
     }))
 }
 
@@ -131,7 +128,6 @@ pub fn upstream_from_kong_service(json: &[u8]) -> Option<Upstream> {
     Some(Upstream {
         target: format!("{host}:{port}"),
         scheme,
-        explicit_scheme: true,
     })
 }
 
@@ -154,7 +150,7 @@ mod tests {
         assert_eq!(up("127.0.0.1:8080").scheme, Scheme::Http);
         assert_eq!(up("http://h:1/").target, "h:1");
         assert_eq!(up("https://h").target, "h");
-        assert!(up("https://h").explicit_scheme);
+        assert_eq!(up("https://h").scheme, Scheme::Https);
     }
 
     #[test]
