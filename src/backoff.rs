@@ -2,17 +2,26 @@
 
 use crate::config::Backoff;
 
-/// Delay in ms before retry number `retry` (1 = the first retry), given a random `u64`.
+/// The longest delay in ms before retry number `retry` (1 = the first retry).
 ///
-/// Exponential uses full jitter (as Envoy does): uniform in `[0, min(max, base * 2^(retry-1))]`.
-pub fn delay_ms(backoff: &Backoff, retry: u32, random: u64) -> u64 {
+/// Exponential: `min(max, base * 2^(retry-1))`; fixed: the interval.
+pub fn ceiling_ms(backoff: &Backoff, retry: u32) -> u64 {
     match *backoff {
         Backoff::Fixed { interval_ms } => interval_ms,
         Backoff::Exponential { base_ms, max_ms } => {
             let shift = retry.saturating_sub(1).min(32);
-            let ceiling = base_ms.saturating_mul(1u64 << shift).min(max_ms);
-            random % ceiling.saturating_add(1)
+            base_ms.saturating_mul(1u64 << shift).min(max_ms)
         }
+    }
+}
+
+/// Delay in ms before retry number `retry` (1 = the first retry), given a random `u64`.
+///
+/// Exponential uses full jitter (as Envoy does): uniform in `[0, ceiling_ms]`.
+pub fn delay_ms(backoff: &Backoff, retry: u32, random: u64) -> u64 {
+    match *backoff {
+        Backoff::Fixed { interval_ms } => interval_ms,
+        Backoff::Exponential { .. } => random % ceiling_ms(backoff, retry).saturating_add(1),
     }
 }
 
@@ -42,6 +51,25 @@ mod tests {
             }
         }
         assert_eq!(delay_ms(&EXP, 1, 0), 0);
+    }
+
+    #[test]
+    fn ceiling_is_the_largest_delay_drawn() {
+        let slow = Backoff::Exponential {
+            base_ms: 100,
+            max_ms: 1000,
+        };
+        let fixed = Backoff::Fixed { interval_ms: 700 };
+        for b in [EXP, slow, fixed] {
+            for retry in 1..=10 {
+                let c = ceiling_ms(&b, retry);
+                assert_eq!(delay_ms(&b, retry, c), c, "{b:?} retry {retry}");
+                if let Backoff::Exponential { .. } = b {
+                    // One past the ceiling wraps: nothing above it is ever drawn.
+                    assert_eq!(delay_ms(&b, retry, c + 1), 0, "{b:?} retry {retry}");
+                }
+            }
+        }
     }
 
     #[test]

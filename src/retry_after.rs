@@ -1,5 +1,13 @@
 //! `Retry-After` (RFC 9110 §10.2.3) in delay-seconds or HTTP-date form, as milliseconds.
 
+/// The statuses whose `Retry-After` the filter honours (429 Too Many Requests, 503).
+pub const HONOURED_STATUSES: [u16; 2] = [429, 503];
+
+/// Whether a `Retry-After` on this status is honoured.
+pub fn honoured_on(status: u16) -> bool {
+    HONOURED_STATUSES.contains(&status)
+}
+
 /// The delay a `Retry-After` value asks for, in ms from `now_unix_ms`; `None` if unparsable.
 /// A date in the past means 0.
 pub fn delay_ms(value: &str, now_unix_ms: u64) -> Option<u64> {

@@ -384,9 +384,9 @@ impl Exchange {
         }
         let now = env.now_ms();
         let mut delay = backoff::delay_ms(&self.plan.backoff, n, env.random());
-        if let (Outcome::Status(429 | 503), Some(value), true) =
-            (outcome, retry_after, self.plan.retry_after_max_ms > 0)
-        {
+        let honoured = self.plan.retry_after_max_ms > 0
+            && matches!(outcome, Outcome::Status(s) if retry_after::honoured_on(s));
+        if let Some(value) = retry_after.filter(|_| honoured) {
             if let Some(asked) = retry_after::delay_ms(value, now) {
                 if asked > self.plan.retry_after_max_ms {
                     return self.finish(StopReason::RetryAfterTooLong);

@@ -65,17 +65,6 @@ pub struct Timing {
     pub attempts_if_all_time_out: u32,
 }
 
-/// The longest wait before retry `retry` (1 = the first retry) that the backoff allows, ms.
-pub fn backoff_ceiling_ms(backoff: &Backoff, retry: u32) -> u64 {
-    match *backoff {
-        Backoff::Fixed { interval_ms } => interval_ms,
-        Backoff::Exponential { base_ms, max_ms } => {
-            let shift = retry.saturating_sub(1).min(32);
-            base_ms.saturating_mul(1u64 << shift).min(max_ms)
-        }
-    }
-}
-
 /// The shortest wait before a retry that the backoff allows, ms.
 fn backoff_floor_ms(backoff: &Backoff) -> u64 {
     match *backoff {
@@ -87,7 +76,10 @@ fn backoff_floor_ms(backoff: &Backoff) -> u64 {
 
 /// Whether a `Retry-After` can make the gateway wait longer than its backoff.
 pub fn retry_after_applies(plan: &Plan) -> bool {
-    plan.retry_after_max_ms > 0 && (plan.retry_on.status(429) || plan.retry_on.status(503))
+    plan.retry_after_max_ms > 0
+        && kong_retry::retry_after::HONOURED_STATUSES
+            .iter()
+            .any(|&s| plan.retry_on.status(s))
 }
 
 /// Computes the notice's numbers for `plan` running on `host`.
@@ -95,7 +87,7 @@ pub fn timing(plan: &Plan, host: Host) -> Timing {
     let attempts = plan.retries.saturating_add(1);
     let can_wait = waits_possible(plan, host);
     let backoff_ceilings_ms: Vec<u64> = (1..=plan.retries)
-        .map(|n| backoff_ceiling_ms(&plan.backoff, n))
+        .map(|n| kong_retry::backoff::ceiling_ms(&plan.backoff, n))
         .collect();
     let retry_after_cap_ms = retry_after_applies(plan).then_some(plan.retry_after_max_ms);
     let waits_ms = if can_wait {
@@ -311,34 +303,5 @@ mod tests {
         assert_eq!(timing(&plan(&json), Host::Unknown).waits_ms, 15_000);
         // Response mode is Envoy's: its tick waits, whatever the input says.
         assert!(waits_possible(&plan(r#"{"mode":"response"}"#), Host::Kong));
-    }
-
-    /// The ceilings quoted here are the ones the filter's own backoff can actually reach.
-    #[test]
-    fn ceilings_match_the_filters_backoff() {
-        for b in [
-            Backoff::Exponential {
-                base_ms: 25,
-                max_ms: 250,
-            },
-            Backoff::Exponential {
-                base_ms: 100,
-                max_ms: 1000,
-            },
-            Backoff::Fixed { interval_ms: 700 },
-        ] {
-            for n in 1..=10 {
-                let c = backoff_ceiling_ms(&b, n);
-                assert_eq!(
-                    kong_retry::backoff::delay_ms(&b, n, c),
-                    c,
-                    "{b:?} retry {n}"
-                );
-                if let Backoff::Exponential { .. } = b {
-                    // One past the ceiling wraps: nothing above it is ever drawn.
-                    assert_eq!(kong_retry::backoff::delay_ms(&b, n, c + 1), 0);
-                }
-            }
-        }
     }
 }
