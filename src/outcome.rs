@@ -14,11 +14,13 @@ pub enum Outcome {
 /// Why an attempt produced no usable response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failure {
-    /// Refused, unresolvable, or the TLS handshake failed: nothing reached the upstream.
+    /// Nothing reached the upstream: refused (where the host tells), unresolvable, or the
+    /// TLS handshake failed.
     ConnectFailure,
     /// No complete response within the per-try timeout.
     Timeout,
-    /// The connection broke, or the response could not be read whole.
+    /// The connection broke after it may have carried the request, or the response could
+    /// not be read whole: the upstream may have acted on it.
     Reset,
     /// The host gave no reason (Envoy reports every failed dispatch this way).
     Unspecified,
@@ -78,11 +80,13 @@ impl Outcome {
             Some(s) => {
                 return Outcome::Failed(match s.as_str() {
                     "timeout" => Failure::Timeout,
-                    "broken connection" | "tls handshake failure" | "resolver failure" => {
-                        Failure::ConnectFailure
-                    }
+                    // Nothing was sent: the handshake or the name lookup failed first.
+                    "tls handshake failure" | "resolver failure" => Failure::ConnectFailure,
+                    // ngx_wasm_socket_tcp.c reports a refused connect, a failed send and a
+                    // failed read all as "broken connection": the request may have reached
+                    // the upstream, so it is a reset, never a proven connect failure.
                     _ => Failure::Reset,
-                })
+                });
             }
         }
         let code = status
@@ -120,7 +124,7 @@ mod tests {
                 Some("broken connection"),
                 None,
                 true,
-                Outcome::Failed(ConnectFailure),
+                Outcome::Failed(Reset),
             ),
             (
                 Some("tls handshake failure"),

@@ -773,7 +773,18 @@ fn one_request(
     }
 
     let backend: Vec<&UpstreamCall> = calls.iter().filter(|c| is_backend(c)).collect();
-    let max_attempts = plan.retries as usize + 1;
+    let mut max_attempts = plan.retries as usize + 1;
+    // Kong without a delay endpoint cannot answer from the callback of a failed dispatch
+    // (ngx_wasm_module drops that local response); the request then goes natively once
+    // more, and only then.
+    let native_tail = gw.profile() == Profile::Kong
+        && plan.delay_endpoint.is_none()
+        && backend.len() == max_attempts + 1
+        && backend.last().is_some_and(|c| !c.is_dispatch())
+        && backend[..max_attempts].iter().all(|c| c.is_dispatch());
+    if native_tail {
+        max_attempts += 1;
+    }
     if backend.len() > max_attempts {
         problems.push(format!(
             "{} backend calls, retries {} allow {max_attempts}",

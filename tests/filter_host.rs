@@ -9,9 +9,9 @@
 
 mod host_support;
 
-use host_support::{module, script, CLUSTER, DELAY, UPSTREAM};
+use host_support::{log_lines, module, script, CLUSTER, DELAY, UPSTREAM};
 use proxy_wasm_test_host::{
-    Exchange, Failure, Gateway, HostError, Profile, Reply, Request, UpstreamCall,
+    Exchange, Failure, Gateway, LogLevel, Profile, Reply, Request, UpstreamCall,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,8 +166,14 @@ fn exhausted_retries_give_the_last_status_after_retries_plus_one_calls() {
 
 #[test]
 fn failures_only_end_in_a_plain_text_502_or_504() {
-    for setup in [Setup::Kong, Setup::EnvoyDispatch] {
-        let mut gw = setup.gateway(r#""retries":1"#);
+    for (setup, extra) in [
+        (
+            Setup::Kong,
+            format!(r#""retries":1,"delay_endpoint":"{DELAY}""#),
+        ),
+        (Setup::EnvoyDispatch, r#""retries":1"#.to_string()),
+    ] {
+        let mut gw = setup.gateway(&extra);
         let ex = gw
             .run(
                 Request::new("GET", "/x"),
@@ -180,6 +186,59 @@ fn failures_only_end_in_a_plain_text_502_or_504() {
         assert_eq!(backend_calls(&ex).len(), 2, "{setup:?}");
         assert_clean(setup, &gw);
     }
+}
+
+#[test]
+fn kong_answers_a_last_failed_attempt_through_a_relay_never_from_its_callback() {
+    // ngx_wasm_module does not resume the filter chain after the callback of a failed
+    // dispatch; a local response sent there reached clients as a dropped connection. The
+    // filter sends it from the answer of a zero wait on the delay endpoint instead.
+    let mut gw = Setup::Kong.gateway(&format!(r#""retries":1,"delay_endpoint":"{DELAY}""#));
+    let ex = gw
+        .run(
+            Request::new("GET", "/x"),
+            script(vec![Reply::failure(Failure::Refused)]),
+        )
+        .unwrap();
+    assert_eq!(ex.response.status, 502);
+    assert!(
+        ex.response.body_text().contains("reset"),
+        "{:?}",
+        ex.response
+    );
+    let relays: Vec<_> = ex
+        .calls
+        .iter()
+        .filter(|c| c.path == "/kong-retry/delay?ms=0")
+        .collect();
+    assert_eq!(relays.len(), 1, "{:?}", ex.calls);
+    assert_eq!(backend_calls(&ex).len(), 2);
+    assert_clean(Setup::Kong, &gw);
+
+    // Without a delay endpoint the request goes the native way once more: the client gets
+    // what the proxy gets, never a dropped connection.
+    let mut gw = Setup::Kong.gateway(r#""retries":1"#);
+    let ex = gw
+        .run(
+            Request::new("GET", "/x"),
+            script(vec![
+                Reply::failure(Failure::Timeout),
+                Reply::failure(Failure::Timeout),
+                Reply::status(200).body(b"late".to_vec()),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(
+        (ex.response.status, ex.response.body.as_slice()),
+        (200, &b"late"[..])
+    );
+    assert_eq!(
+        ex.calls.len(),
+        3,
+        "two dispatched attempts, then the native one"
+    );
+    assert!(gw.log_contains("the request goes the native way once more"));
+    assert!(gw.traps().is_empty(), "{:?}", gw.traps());
 }
 
 #[test]
@@ -530,36 +589,49 @@ fn bad_configs_are_rejected_naming_their_field() {
     ];
     for profile in [Profile::Kong, Profile::Envoy] {
         for (config, field) in cases {
-            let err = Gateway::builder(profile, module())
-                .plugin_config(*config)
-                .cluster(CLUSTER)
-                .build()
-                .err()
-                .unwrap_or_else(|| panic!("{profile:?} accepted {config}"));
-            match err {
-                HostError::Configure { logs } => {
-                    assert!(
-                        logs.iter().any(|l| l.contains(field)),
-                        "{profile:?} {config}: no log names {field}: {logs:?}"
-                    );
-                }
-                other => panic!("{profile:?} {config}: {other}"),
-            }
+            let (gw, ex) = rejected(profile, config);
+            let errors: Vec<String> = gw
+                .logs()
+                .into_iter()
+                .filter(|l| l.level >= LogLevel::Error)
+                .map(|l| l.message)
+                .collect();
+            assert!(
+                errors.iter().any(|l| l.contains(field)),
+                "{profile:?} {config}: no error line names {field}: {errors:?}"
+            );
+            // The gateway keeps serving: the request passes through untouched, once.
+            assert_eq!(ex.response.status, 503, "{profile:?} {config}");
+            assert_eq!(ex.calls.len(), 1, "{profile:?} {config}");
+            assert!(gw.traps().is_empty(), "{profile:?} {config}");
         }
     }
 }
 
+/// A gateway whose filter got `config` (which it rejects), and one request through it whose
+/// upstream answers 503 (which the filter would retry if it had a plan).
+fn rejected(profile: Profile, config: &str) -> (Gateway, Exchange) {
+    let mut gw = Gateway::builder(profile, module())
+        .plugin_config(config)
+        .cluster(CLUSTER)
+        .build()
+        .unwrap_or_else(|e| panic!("{profile:?} {config}: the gateway must start: {e}"));
+    let ex = gw
+        .run(
+            Request::new("GET", "/x"),
+            script(vec![Reply::status(503), ok("fine")]),
+        )
+        .unwrap();
+    (gw, ex)
+}
+
 #[test]
 fn paste_from_notes_names_both_timeouts() {
-    let err = Gateway::builder(Profile::Kong, module())
-        .plugin_config(r#"{"retries":3,"retry_on":"502,503,timeout","retry_timeout":5000}"#)
-        .build()
-        .err()
-        .expect("rejected");
-    let HostError::Configure { logs } = err else {
-        panic!("{err}")
-    };
-    let line = logs.join("\n");
+    let (gw, _) = rejected(
+        Profile::Kong,
+        r#"{"retries":3,"retry_on":"502,503,timeout","retry_timeout":5000}"#,
+    );
+    let line = log_lines(&gw, LogLevel::Error, "retry_timeout").join("\n");
     assert!(
         line.contains("per_try_timeout") && line.contains("deadline"),
         "{line}"
@@ -567,17 +639,31 @@ fn paste_from_notes_names_both_timeouts() {
 }
 
 #[test]
-fn response_mode_on_kong_is_refused() {
-    let err = Gateway::builder(Profile::Kong, module())
+fn response_mode_on_kong_runs_in_dispatch_mode_with_a_warning() {
+    // Kong cannot retry in the response phase; the host is known only on the first
+    // request, so the filter says so then and forwards the requests itself.
+    let mut gw = Gateway::builder(Profile::Kong, module())
         .plugin_config(r#"{"mode":"response","upstream":"127.0.0.1:8080"}"#)
-        .property(&["ngx", "hostname"], b"kong-dp-1".to_vec())
         .build()
-        .err()
-        .expect("rejected");
-    let HostError::Configure { logs } = err else {
-        panic!("{err}")
-    };
-    assert!(logs.iter().any(|l| l.contains("`mode`")), "{logs:?}");
+        .unwrap();
+    let ex = gw
+        .run(
+            Request::new("GET", "/x"),
+            script(vec![Reply::status(503), ok("fine")]),
+        )
+        .unwrap();
+    assert_eq!(ex.response.status, 200);
+    assert_eq!(backend_calls(&ex).len(), 2);
+    assert_eq!(
+        log_lines(
+            &gw,
+            LogLevel::Warn,
+            "mode \"response\" is not possible on Kong"
+        )
+        .len(),
+        1
+    );
+    assert!(gw.traps().is_empty(), "{:?}", gw.traps());
 }
 
 #[test]

@@ -96,9 +96,11 @@ fn each_way_a_request_ends_has_its_counter() {
         );
         assert_eq!(by_reason_total(&gw), 4, "{setup:?}: {:?}", gw.metrics());
         // The refused connection's reason depends on who made the attempt: Kong says
-        // connect-failure; Envoy's dispatch gives no reason; Envoy's own forward answers 503.
+        // `broken connection`, which it also says for a reset after the request was sent, so
+        // the filter counts a reset; Envoy's dispatch gives no reason; Envoy's own forward
+        // answers 503.
         let refused = match setup {
-            Setup::Kong => "connect_failure",
+            Setup::Kong => "reset",
             Setup::EnvoyDispatch => "no_response",
             Setup::EnvoyResponse => "503",
         };
@@ -174,9 +176,10 @@ fn one_info_line_per_retry_and_no_key_or_body_above_debug() {
             .and_then(|s| s.parse::<u32>().ok())
             .expect("a context id");
         assert!(ctx > 1, "{setup:?}: the request's context, not the root's");
-        // Kong reports a reset as `broken connection` (connect-failure); Envoy gives no reason.
+        // Kong reports a reset as `broken connection` (a reset: it may have reached the
+        // upstream); Envoy gives no reason.
         let failed = match setup {
-            Setup::Kong => "connect-failure",
+            Setup::Kong => "reset",
             _ => "no-response",
         };
         for (line, (attempt, reason)) in retries.iter().zip([(2, "503"), (3, failed)]) {

@@ -236,18 +236,31 @@ pub fn remove_header(map: u32, name: &str) -> Result<(), HostStatus> {
 
 /// A host property; `Ok(None)` when the host does not know it.
 pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
+    let (status, data, size) = raw_property(path);
+    found(status, data, size)
+}
+
+fn raw_property(path: &[&str]) -> (u32, *mut u8, usize) {
     let serialized = path.join("\0");
     let mut data = null_mut();
     let mut size = 0usize;
     // SAFETY: valid pointers.
     let status =
         unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
-    found(status, data, size)
+    (status, data, size)
 }
 
 /// A property's value if the host resolves it to something non-empty.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     get_property(path).ok().flatten().filter(|v| !v.is_empty())
+}
+
+/// Does the host know this property at all (an empty value counts)?
+pub fn property_answered(path: &[&str]) -> bool {
+    let (status, data, size) = raw_property(path);
+    // Take ownership so the host's buffer is freed.
+    drop(owned(data, size));
+    status == OK
 }
 
 /// Sends a local response with byte header values.

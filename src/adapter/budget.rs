@@ -110,7 +110,7 @@ impl VmBudget {
 
     /// Is the store usable? Says once where the budget is kept, or why it is not.
     fn resolve(&mut self, access: &mut StoreAccess, host: Host) -> bool {
-        match access.resolve(host, true) {
+        match access.resolve(host) {
             StoreState::Ready(found) => {
                 if !self.announced {
                     self.announced = true;

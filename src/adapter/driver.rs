@@ -22,6 +22,11 @@ use std::time::Duration;
 /// Path of the loopback delay server's endpoint (kong/delay-server.conf).
 const DELAY_PATH: &str = "/kong-retry/delay";
 
+/// How much longer than the delay a wait on the delay endpoint may take before its dispatch
+/// times out. A timeout equal to the delay fires before the server's 204 and makes Kong log
+/// `[error] dispatch failed: tcp socket - timed out reading` for every wait.
+const DELAY_GRACE_MS: u64 = 1000;
+
 /// What a dispatch token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -33,6 +38,9 @@ enum Purpose {
     },
     /// A Kong wait on the delay endpoint that should end at `due_ms`.
     Delay { due_ms: u64, ms: u64 },
+    /// Kong: a call to the delay endpoint whose answer carries the final response out (see
+    /// [`Driver::relay_response`]).
+    Relay,
 }
 
 /// Where an action is executed, which decides how "go on" is said to the host.
@@ -68,6 +76,9 @@ pub struct Driver {
     /// the request (an Envoy wait), so that a request that never waits costs no map entry.
     this: Weak<RefCell<Driver>>,
     registered: bool,
+    /// Kong: the callback being handled is that of a failed dispatch (`:dispatch_status` not
+    /// `ok`). A local response sent from it reaches the client as a dropped connection.
+    in_failed_call: bool,
 }
 
 /// Adaptive mode: which protection scope a request belongs to, and which way it went.
@@ -96,6 +107,7 @@ impl Driver {
                 can_wait: true,
                 this: this.clone(),
                 registered: false,
+                in_failed_call: false,
             })
         })
     }
@@ -119,6 +131,7 @@ impl Driver {
         self.watch = None;
         self.can_wait = true;
         self.registered = false;
+        self.in_failed_call = false;
     }
 
     fn handle(&mut self, event: Event) -> Option<Action> {
@@ -212,10 +225,12 @@ impl Driver {
             _ => Protection::Calm,
         };
         let handling = Handling::of(protection);
-        self.shared.metrics.borrow_mut().add(match handling {
-            Handling::Watch => Counter::CalmRequests,
-            Handling::Protect => Counter::ProtectedRequests,
-        });
+        let mut metrics = self.shared.metrics.borrow_mut();
+        match handling {
+            Handling::Watch => metrics.add_calm(Counter::CalmRequests),
+            Handling::Protect => metrics.add(Counter::ProtectedRequests),
+        }
+        drop(metrics);
         self.watch = Some(Watch {
             scope,
             calm: handling == Handling::Watch,
@@ -323,7 +338,7 @@ impl Driver {
         let Some(plan) = self.shared.plan.borrow().clone() else {
             return HostAction::Continue;
         };
-        self.shared.metrics.borrow_mut().add(Counter::Requests);
+        self.shared.metrics.borrow_mut().add_calm(Counter::Requests);
         self.host = self.shared.host();
         // The calm path: no header read, no copy, no exchange.
         if plan.mode == Mode::Adaptive && self.adaptive_handling(&plan) == Handling::Watch {
@@ -446,7 +461,7 @@ impl Driver {
         }
     }
 
-    /// Answer to a dispatch (an attempt, or a Kong wait on the delay endpoint).
+    /// Answer to a dispatch (an attempt, a Kong wait on the delay endpoint, or a relay).
     pub fn on_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize) {
         let Some(purpose) = self.tokens.remove(&token) else {
             log::warn!(
@@ -455,15 +470,20 @@ impl Driver {
             );
             return;
         };
+        self.in_failed_call = self.host != Host::Envoy && dispatch_failed_at_host();
         let action = match purpose {
             Purpose::Delay { due_ms, ms } => {
-                if abi::now_ms().saturating_add(ms / 10) < due_ms {
+                if !self.in_failed_call && abi::now_ms().saturating_add(ms / 10) < due_ms {
                     self.shared.notice_once(
                         Notice::EarlyDelay,
                         "the delay endpoint answered before the delay was over; check delay_endpoint (kong/delay-server.conf)",
                     );
                 }
                 self.handle(Event::DelayElapsed)
+            }
+            Purpose::Relay => {
+                self.deliver_relayed();
+                None
             }
             Purpose::Attempt {
                 number: n,
@@ -487,6 +507,7 @@ impl Driver {
             }
         };
         self.run(action, Phase::Async);
+        self.in_failed_call = false;
     }
 
     /// An Envoy wait is over (the root acts for this request).
@@ -531,6 +552,9 @@ impl Driver {
                         resp.status,
                         self.exchange.as_deref().map_or(0, Exchange::attempts)
                     );
+                    if self.in_failed_call && phase == Phase::Async {
+                        return self.relay_response();
+                    }
                     match abi::send_local_response(resp.status, &resp.headers, &resp.body) {
                         Ok(()) => return HostAction::Pause,
                         Err(s) => {
@@ -544,6 +568,73 @@ impl Driver {
                     }
                 }
             }
+        }
+        HostAction::Continue
+    }
+
+    /// Kong: the final response is ready in the callback of a failed dispatch, where
+    /// ngx_wasm_module does not resume the filter chain after the callback (its dispatch
+    /// error path, ngx_http_proxy_wasm_dispatch.c), so a local response sent there reached
+    /// clients as a dropped connection (`[alert] zero size buf in writer`, seen on nginx
+    /// 1.27.4 + ngx_wasm_module 3bed278). With another dispatch pending the host waits for
+    /// it instead; its answer comes through the normal path, where the response is sent.
+    /// The delay endpoint answers a zero wait at once. Without one, the request goes the
+    /// native way once more: never a dropped connection.
+    fn relay_response(&mut self) -> HostAction {
+        let endpoint = self
+            .shared
+            .plan
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.delay_endpoint.clone());
+        if let Some(endpoint) = endpoint {
+            if let Some(token) = dispatch_delay(&endpoint, 0) {
+                self.track(token, Purpose::Relay);
+                return HostAction::Pause;
+            }
+        }
+        self.shared.notice_once(
+            Notice::NoRelay,
+            "the last attempt failed without a response and Kong cannot deliver the filter's own answer from that callback; the request goes the native way once more (set `delay_endpoint` to answer 502/504 instead)",
+        );
+        self.abandon_response()
+    }
+
+    /// The relay call is answered: send the final response, or give the request to the
+    /// native path if the relay failed too.
+    fn deliver_relayed(&mut self) {
+        if self.in_failed_call {
+            self.abandon_response();
+            return;
+        }
+        let Some(resp) = self
+            .exchange
+            .as_deref()
+            .and_then(Exchange::sent_response_rc)
+        else {
+            return;
+        };
+        if let Err(s) = abi::send_local_response(resp.status, &resp.headers, &resp.body) {
+            log::error!(
+                "kong_retry [{}]: cannot send the response (status {})",
+                self.id,
+                s.0
+            );
+            self.abandon_response();
+        }
+    }
+
+    /// The filter's answer cannot be delivered: the request goes natively (once more).
+    fn abandon_response(&mut self) -> HostAction {
+        if let Some(x) = self.exchange.as_deref_mut() {
+            x.withdraw_response();
+        }
+        if let Err(s) = abi::continue_stream(abi::STREAM_REQUEST) {
+            log::error!(
+                "kong_retry [{}]: cannot resume the request (status {})",
+                self.id,
+                s.0
+            );
         }
         HostAction::Continue
     }
@@ -668,21 +759,8 @@ impl Driver {
                     );
                     return false;
                 };
-                let path = format!("{DELAY_PATH}?ms={ms}");
-                let headers = vec![
-                    (":method", "GET"),
-                    (":path", path.as_str()),
-                    (":authority", endpoint.as_str()),
-                    (":scheme", "http"),
-                ];
-                match proxy_wasm::hostcalls::dispatch_http_call(
-                    &endpoint,
-                    headers,
-                    None,
-                    Vec::new(),
-                    Duration::from_millis(ms.max(1)),
-                ) {
-                    Ok(token) => {
+                match dispatch_delay(&endpoint, ms) {
+                    Some(token) => {
                         let due_ms = abi::now_ms().saturating_add(ms);
                         self.track(token, Purpose::Delay { due_ms, ms });
                         log::debug!(
@@ -691,9 +769,9 @@ impl Driver {
                         );
                         true
                     }
-                    Err(status) => {
+                    None => {
                         log::warn!(
-                            "kong_retry [{}]: delay endpoint {endpoint} refused ({status:?}); retrying now",
+                            "kong_retry [{}]: delay endpoint {endpoint} refused the wait; retrying now",
                             self.id
                         );
                         false
@@ -701,6 +779,34 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// Asks the delay endpoint to answer after `ms`; the token, or `None` if the host refused.
+fn dispatch_delay(endpoint: &str, ms: u64) -> Option<u32> {
+    let path = format!("{DELAY_PATH}?ms={ms}");
+    let headers = vec![
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", endpoint),
+        (":scheme", "http"),
+    ];
+    proxy_wasm::hostcalls::dispatch_http_call(
+        endpoint,
+        headers,
+        None,
+        Vec::new(),
+        Duration::from_millis(ms.saturating_add(DELAY_GRACE_MS)),
+    )
+    .ok()
+}
+
+/// Kong: did the host end the dispatch being answered with an error (`:dispatch_status`
+/// other than `ok`: timeout, broken connection, ...)? Envoy has no such pseudo-header.
+fn dispatch_failed_at_host() -> bool {
+    match abi::get_header(abi::CALL_RESPONSE_HEADERS, ":dispatch_status") {
+        Ok(Some(v)) => !v.trim_ascii().eq_ignore_ascii_case(b"ok"),
+        _ => false,
     }
 }
 

@@ -2,12 +2,20 @@
 //! a repeated header, and sends its own Content-Length for the body plus an appended "\n".
 
 use super::abi;
-use crate::header_map::Headers;
+use crate::header_map::{first, Headers};
 
 /// In the response-headers phase: puts back every value of repeated headers and drops
-/// Content-Length, so the body goes chunked and [`restore_body`] can make it byte-exact.
+/// Content-Length, so the body goes chunked and [`restore_body`] can make it byte-exact. A
+/// bodiless answer that announces a length (HEAD, 304) gets the upstream's value back.
 pub fn restore_headers(ctx: u32, headers: &Headers) {
-    let _ = abi::remove_header(abi::RESPONSE_HEADERS, "content-length");
+    match first(headers, "content-length") {
+        Some(length) => {
+            let _ = abi::replace_header(abi::RESPONSE_HEADERS, "content-length", length.as_bytes());
+        }
+        None => {
+            let _ = abi::remove_header(abi::RESPONSE_HEADERS, "content-length");
+        }
+    }
     let mut seen: Vec<&str> = Vec::new();
     for (name, _) in headers {
         if seen.contains(&name.as_str()) {

@@ -2,17 +2,19 @@
 //!
 //! The SDK's logger unwraps the host's status; ours drops an error instead (a log line that
 //! cannot be written must not become a trap).
+//!
+//! The level is fixed at `info`: the filter cannot ask the host for it. Kong's
+//! ngx_wasm_module declares `proxy_get_log_level` as `(i32, i32) -> i32` and does not
+//! implement it (calling it traps), while the SDK's signature is `(i32) -> i32`, so merely
+//! importing it fails instantiation on Kong; and Envoy refuses any host call made while the
+//! module starts (`_initialize`), where a logger is installed. The host filters below its
+//! own level anyway.
 
 use super::abi;
 
 struct HostLogger;
 
 static LOGGER: HostLogger = HostLogger;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_log_level(ret: *mut u32) -> u32;
-}
 
 impl log::Log for HostLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
@@ -36,20 +38,12 @@ impl log::Log for HostLogger {
     fn flush(&self) {}
 }
 
-/// Installs the logger (level from the host when it tells) and a panic hook that logs at
-/// critical: a panic aborts the VM, and the log line is all an operator will have.
+/// Installs the logger at `info` and a panic hook that logs at critical: a panic aborts the
+/// VM, and the log line is all an operator will have. Makes no host call: it runs while the
+/// module starts, when Envoy allows none.
 pub fn install() {
     let _ = log::set_logger(&LOGGER);
-    let mut level = 2u32;
-    // SAFETY: `level` is a valid out-pointer.
-    let ok = unsafe { proxy_get_log_level(&mut level) } == 0;
-    log::set_max_level(match (ok, level) {
-        (true, 0) => log::LevelFilter::Trace,
-        (true, 1) => log::LevelFilter::Debug,
-        (true, 3) => log::LevelFilter::Warn,
-        (true, 4 | 5) => log::LevelFilter::Error,
-        _ => log::LevelFilter::Info,
-    });
+    log::set_max_level(log::LevelFilter::Info);
     std::panic::set_hook(Box::new(|info| {
         abi::log(5, &format!("kong_retry: panic (filter bug): {info}"));
     }));

@@ -1,4 +1,8 @@
 //! The VM's counters: defined once per VM by the root context, incremented by requests.
+//!
+//! Adaptive mode's calm path counts in wasm memory ([`Metrics::add_calm`]) instead of calling
+//! the host per request: on Kong every host call of a calm request is a cost the native path
+//! does not pay. The root's tick (and any other count) hands those counts to the host.
 
 use super::abi;
 use crate::metrics::{retries_by_reason, Counter};
@@ -23,12 +27,18 @@ pub struct Metrics {
     /// Per-reason counters, defined the first time a reason occurs (`5xx` alone would be a
     /// hundred series that stay at zero); found by the outcome, so a retry builds no name.
     by_reason: BTreeMap<Outcome, Option<u32>>,
+    /// Counts not yet given to the host (adaptive mode's calm path), by counter index.
+    pending: [u32; Counter::ALL.len()],
+    /// Whether calm-path counts wait for a flush (adaptive mode, where the root ticks).
+    deferred: bool,
 }
 
 impl Metrics {
     /// Defines the fixed counters (idempotent); adaptive mode's own ones only in that mode,
     /// so that other modes do not export series that stay at zero.
     pub fn define(&mut self, adaptive: bool) {
+        self.flush();
+        self.deferred = adaptive;
         for c in Counter::ALL {
             if adaptive || !c.adaptive_only() {
                 self.slot(c);
@@ -36,10 +46,35 @@ impl Metrics {
         }
     }
 
-    /// Adds one to `counter`.
+    /// Adds one to `counter` now (and hands over any calm-path counts with it).
     pub fn add(&mut self, counter: Counter) {
+        self.flush();
         if let Some(id) = self.slot(counter) {
             let _ = abi::increment_metric(id, 1);
+        }
+    }
+
+    /// Adds one to `counter` from a calm request: in wasm memory until the next flush when
+    /// counts are deferred (adaptive mode), at once otherwise.
+    pub fn add_calm(&mut self, counter: Counter) {
+        if !self.deferred {
+            self.add(counter);
+            return;
+        }
+        let n = &mut self.pending[counter.index()];
+        *n = n.saturating_add(1);
+    }
+
+    /// Hands the deferred counts to the host.
+    pub fn flush(&mut self) {
+        for c in Counter::ALL {
+            let n = std::mem::take(&mut self.pending[c.index()]);
+            if n == 0 {
+                continue;
+            }
+            if let Some(id) = self.slot(c) {
+                let _ = abi::increment_metric(id, i64::from(n));
+            }
         }
     }
 

@@ -179,7 +179,7 @@ impl VmProtection {
 
     /// May this VM use shared data? Says once what happens when it may not.
     fn store_ready(&mut self, access: &mut StoreAccess, host: Host) -> bool {
-        match access.resolve(host, true) {
+        match access.resolve(host) {
             StoreState::Ready(_) => true,
             StoreState::Unchecked => false,
             StoreState::Missing(why) => {

@@ -40,6 +40,7 @@ pub enum Notice {
     NoUpstream = 4,
     EarlyDelay = 8,
     NoTimer = 16,
+    NoRelay = 32,
 }
 
 /// One pending Envoy wait: at `due_ms`, feed `DelayElapsed` to `context_id`.
@@ -54,10 +55,13 @@ pub struct Shared {
     pub root_id: u32,
     pub plan: RefCell<Option<Rc<Plan>>>,
     host: Cell<Host>,
+    host_detected: Cell<bool>,
     notices: Cell<u32>,
     rng: Cell<u64>,
     timers: RefCell<Vec<Timer>>,
     ticking: Cell<bool>,
+    /// The tick period while no wait is pending: 0, or the metrics flush in adaptive mode.
+    idle_tick_ms: Cell<u32>,
     /// The live request drivers the root may act for (Envoy waits), registered on first wait.
     drivers: RefCell<BTreeMap<u32, Weak<RefCell<Driver>>>>,
     /// Dispatches made while the root was acting for a request: token → request context.
@@ -87,50 +91,45 @@ impl Shared {
         }
     }
 
-    /// The detected host; probes properties until one resolves, then logs the result once.
+    /// The host, detected on the first request of this VM and logged once.
+    ///
+    /// Call it from a request context only. Kong refuses every dotted property outside a
+    /// request (`cannot get scoped properties outside of a request`, logged as an error,
+    /// ngx_proxy_wasm_properties.c), and answers `plugin_root_id` and `plugin_name` as Envoy
+    /// does, so the root context cannot tell the hosts apart without an error line. Inside a
+    /// request `ngx.*` (nginx variables) resolves on Kong only.
     pub fn host(&self) -> Host {
-        if self.host.get() != Host::Unknown {
+        if self.host_detected.get() {
             return self.host.get();
         }
-        let kong = [
-            &["ngx", "hostname"][..],
-            &["kong", "route_id"],
-            &["kong", "service_id"],
-            &["ngx", "request_method"],
-        ];
-        let envoy = [
-            &["plugin_root_id"][..],
-            &["plugin_name"],
-            &["xds", "node"],
-            &["request", "path"],
-        ];
-        let found = if kong.iter().any(|p| abi::property(p).is_some()) {
+        // Envoy answers `plugin_root_id` even when the root id is empty; so does Kong,
+        // which is why `ngx.*` is asked first.
+        let found = if abi::property(&["ngx", "hostname"]).is_some() {
             Host::Kong
-        } else if envoy.iter().any(|p| abi::property(p).is_some()) {
+        } else if abi::property_answered(&["plugin_root_id"]) {
             Host::Envoy
         } else {
             Host::Unknown
         };
-        if found != Host::Unknown {
-            self.host.set(found);
-            let mode = self.plan.borrow().as_ref().map(|p| p.mode);
-            let exec = match (mode, found) {
-                (Some(Mode::Response), Host::Envoy) | (Some(Mode::Auto), Host::Envoy) => "response",
-                (Some(Mode::Adaptive), Host::Envoy) => {
-                    "adaptive (native while calm, response mode while protected)"
-                }
-                (Some(Mode::Adaptive), _) => {
-                    "adaptive (native while calm, dispatch mode while protected)"
-                }
-                _ => "dispatch",
-            };
-            log::info!(
-                "kong_retry [{}]: host detected: {}; attempts run in {} mode",
-                self.root_id,
-                found.name(),
-                exec
-            );
-        }
+        self.host.set(found);
+        self.host_detected.set(true);
+        let mode = self.plan.borrow().as_ref().map(|p| p.mode);
+        let exec = match (mode, found) {
+            (Some(Mode::Response), Host::Envoy) | (Some(Mode::Auto), Host::Envoy) => "response",
+            (Some(Mode::Adaptive), Host::Envoy) => {
+                "adaptive (native while calm, response mode while protected)"
+            }
+            (Some(Mode::Adaptive), _) => {
+                "adaptive (native while calm, dispatch mode while protected)"
+            }
+            _ => "dispatch",
+        };
+        log::info!(
+            "kong_retry [{}]: host detected: {}; attempts run in {} mode",
+            self.root_id,
+            found.name(),
+            exec
+        );
         found
     }
 
@@ -168,6 +167,14 @@ impl Shared {
         self.root_tokens.borrow_mut().insert(token, context_id);
     }
 
+    /// Sets the tick period the root keeps when no wait is pending (root context only: Kong
+    /// refuses a tick period set anywhere else, and lets it be set once).
+    pub fn set_idle_tick(&self, ms: u32) {
+        if abi::set_tick_period_ms(ms).is_ok() {
+            self.idle_tick_ms.set(ms);
+        }
+    }
+
     /// Schedules `DelayElapsed` for `context_id` after `ms` on the root's tick (Envoy).
     /// Returns false when the host cannot tick.
     pub fn schedule(&self, context_id: u32, ms: u64) -> bool {
@@ -195,6 +202,9 @@ impl Shared {
 /// Tick period while Envoy waits are pending.
 const TICK_MS: u32 = 5;
 
+/// Adaptive mode: how often a worker hands its calm-path counts to the host's metrics.
+const METRICS_FLUSH_MS: u32 = 1000;
+
 /// The root context of one filter configuration.
 pub struct FilterRoot {
     shared: Rc<Shared>,
@@ -208,10 +218,12 @@ impl FilterRoot {
                 root_id: context_id,
                 plan: RefCell::new(None),
                 host: Cell::new(Host::Unknown),
+                host_detected: Cell::new(false),
                 notices: Cell::new(0),
                 rng: Cell::new(u64::from(context_id)),
                 timers: RefCell::new(Vec::new()),
                 ticking: Cell::new(false),
+                idle_tick_ms: Cell::new(0),
                 drivers: RefCell::new(BTreeMap::new()),
                 root_tokens: RefCell::new(BTreeMap::new()),
                 acting_for_request: Cell::new(false),
@@ -279,32 +291,33 @@ impl Context for FilterRoot {
 }
 
 impl RootContext for FilterRoot {
+    /// Always true: on Kong a false here kills the worker for good (`[emerg] ...
+    /// on_configure failure`, "cannot be respawned") and the gateway serves nothing. A
+    /// config that cannot be used is logged once, naming the field, and the filter then
+    /// passes every request through untouched.
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        *self.shared.plan.borrow_mut() = None;
         let bytes = match abi::get_buffer(abi::PLUGIN_CONFIGURATION, 0, plugin_configuration_size) {
             Ok(b) => b.unwrap_or_default(),
             Err(s) => {
                 log::error!(
-                    "kong_retry [{}]: cannot read the configuration (status {})",
+                    "kong_retry [{}]: cannot read the configuration (status {}); requests pass through without retries",
                     self.shared.root_id,
                     s.0
                 );
-                return false;
+                return true;
             }
         };
         let plan = match config::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
-                log::error!("kong_retry [{}]: {e}", self.shared.root_id);
-                return false;
+                log::error!(
+                    "kong_retry [{}]: {e}; requests pass through without retries",
+                    self.shared.root_id
+                );
+                return true;
             }
         };
-        if plan.mode == Mode::Response && self.shared.host() == Host::Kong {
-            log::error!(
-                "kong_retry [{}]: invalid config: `mode` = \"response\": not possible on Kong (a filter cannot dispatch in the response phase); use \"dispatch\" or \"auto\"",
-                self.shared.root_id
-            );
-            return false;
-        }
         log::info!(
             "kong_retry [{}]: configured: mode={:?} retries={} per_try_timeout={}ms deadline={}ms upstream={}",
             self.shared.root_id,
@@ -328,20 +341,20 @@ impl RootContext for FilterRoot {
         }
         let plan = Rc::new(plan);
         *self.shared.plan.borrow_mut() = Some(plan.clone());
-        let host = self.shared.host();
-        self.shared
-            .metrics
-            .borrow_mut()
-            .define(plan.mode == Mode::Adaptive);
+        let adaptive = plan.mode == Mode::Adaptive;
+        self.shared.metrics.borrow_mut().define(adaptive);
+        if adaptive {
+            // Calm requests count in wasm memory; the tick hands the counts to the host.
+            self.shared.set_idle_tick(METRICS_FLUSH_MS);
+        }
         let mut budget = self.shared.budget.borrow_mut();
         let mut protection = self.shared.protection.borrow_mut();
         budget.configure(&plan);
         protection.configure(&plan);
         let needs_store = budget.enabled() || protection.enabled();
-        self.shared
-            .store
-            .borrow_mut()
-            .configure(&plan, host, needs_store);
+        // Where the store is (Kong: which shm_kv zones exist) is looked up by the first
+        // request that needs it: the root context may not read Kong's properties.
+        self.shared.store.borrow_mut().configure(&plan, needs_store);
         true
     }
 
@@ -357,9 +370,10 @@ impl RootContext for FilterRoot {
         for t in due {
             self.act_for(t.context_id, Driver::on_delay_elapsed);
         }
+        self.shared.metrics.borrow_mut().flush();
         if self.shared.timers.borrow().is_empty()
             && self.shared.ticking.get()
-            && abi::set_tick_period_ms(0).is_ok()
+            && abi::set_tick_period_ms(self.shared.idle_tick_ms.get()).is_ok()
         {
             self.shared.ticking.set(false);
         }

@@ -56,7 +56,7 @@ impl SharedStore for NoStore {
 /// Whether this VM may use shared data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreState {
-    /// Not decided yet (Kong: the root context found no zone; requests look once more).
+    /// Not decided yet: the first request that needs shared data looks.
     Unchecked,
     /// Usable; the text says where it was found, for the one log line.
     Ready(String),
@@ -81,26 +81,27 @@ impl StoreAccess {
         }
     }
 
-    /// Takes the plan's store settings (root context, `on_configure`); `needed`: some
-    /// feature (the budget, adaptive protection) will use shared data, so look now.
-    pub fn configure(&mut self, plan: &Plan, host: Host, needed: bool) {
+    /// Takes the plan's store settings (root context, `on_configure`). Nothing is looked up
+    /// here: Kong answers `kong.configuration.*` only inside a request, and logs an error
+    /// for every dotted property read in the root context. `needed`: some feature (the
+    /// budget, adaptive protection) will use shared data.
+    pub fn configure(&mut self, plan: &Plan, needed: bool) {
         self.store = plan.budget_store.store;
         self.zone = plan.budget_store.zone.clone();
-        self.state = StoreState::Unchecked;
-        if needed {
-            self.resolve(host, false);
-        }
+        self.state = if needed {
+            StoreState::Unchecked
+        } else {
+            StoreState::Missing("no feature uses shared data".to_string())
+        };
     }
 
-    /// Decides once per VM whether shared data is usable; `in_request` is the last chance
-    /// to look (Kong's properties may not answer in the root context).
-    pub fn resolve(&mut self, host: Host, in_request: bool) -> &StoreState {
+    /// Decides once per VM whether shared data is usable. Call it from a request context.
+    pub fn resolve(&mut self, host: Host) -> &StoreState {
         if self.state == StoreState::Unchecked {
-            match self.look(host) {
-                Ok(found) => self.state = StoreState::Ready(found),
-                Err(_) if !in_request => {}
-                Err(why) => self.state = StoreState::Missing(why),
-            }
+            self.state = match self.look(host) {
+                Ok(found) => StoreState::Ready(found),
+                Err(why) => StoreState::Missing(why),
+            };
         }
         &self.state
     }

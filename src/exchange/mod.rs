@@ -121,6 +121,18 @@ impl Exchange {
         self.final_response.as_deref()
     }
 
+    /// The final response, shared, for an adapter that must send it later than it was
+    /// decided (Kong: not from the callback of a failed dispatch).
+    pub fn sent_response_rc(&self) -> Option<Rc<FinalResponse>> {
+        self.final_response.clone()
+    }
+
+    /// The host could not deliver the final response: the request goes the native way, and
+    /// nothing is left to repair on its way out.
+    pub fn withdraw_response(&mut self) {
+        self.final_response = None;
+    }
+
     /// The full header list (pseudo headers included) of a dispatched attempt.
     pub fn dispatch_headers(&self, attempt: u32) -> Headers {
         match &self.copy {
@@ -305,6 +317,14 @@ impl Exchange {
         match resp.outcome {
             Outcome::Status(status) => {
                 let mut headers = forwardable(&resp.headers);
+                // A HEAD answer (or a 304) announces the length of a body it does not carry;
+                // the native path keeps that Content-Length, so the relayed answer does too.
+                let head = self.copy.as_ref().is_some_and(|c| c.method == "HEAD");
+                if (head || status == 304) && resp.body.is_empty() {
+                    if let Some(length) = first(&resp.headers, "content-length") {
+                        headers.push(("content-length".to_string(), length.as_bytes().to_vec()));
+                    }
+                }
                 headers.push((
                     self.plan.attempts_header.clone(),
                     n.to_string().into_bytes(),
