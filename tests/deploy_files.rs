@@ -207,9 +207,8 @@ fn kong_34_with_json_configs() -> Value {
                 let text = cfg.as_str().unwrap_or_else(|| {
                     panic!("kong-3.4.yml {owner}: Kong 3.4 takes `config` only as a string: {cfg}")
                 });
-                *cfg = serde_json::from_str(text).unwrap_or_else(|e| {
-                    panic!("kong-3.4.yml {owner}: `config` is not JSON: {e}")
-                });
+                *cfg = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("kong-3.4.yml {owner}: `config` is not JSON: {e}"));
                 seen += 1;
             }
         }
