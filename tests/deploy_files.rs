@@ -88,7 +88,7 @@ fn every_file_in_kong_and_envoy_parses() {
 }
 
 // ---------------------------------------------------------------------------------------
-// kong.yml and the 3.9 plugin form
+// kong.yml, the 3.4 form and the 3.9 plugin form
 // ---------------------------------------------------------------------------------------
 
 /// `(route or service name, chain enabled, filter enabled, config)` for every kong_retry
@@ -187,11 +187,71 @@ fn kong_39_plugin_form_matches_the_filter_chain() {
     }
 }
 
+/// kong-3.4.yml with every filter's `config` string replaced by the JSON it holds; panics
+/// on a config that is not a string of JSON (Kong 3.4 takes nothing else).
+fn kong_34_with_json_configs() -> Value {
+    let mut doc = yaml("kong/kong-3.4.yml");
+    let mut seen = 0;
+    let mut decode = |owner: &str, v: &mut Value| {
+        let Some(chains) = v.get_mut("filter_chains").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for chain in chains {
+            let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for f in filters {
+                let Some(cfg) = f.get_mut("config") else {
+                    continue;
+                };
+                let text = cfg.as_str().unwrap_or_else(|| {
+                    panic!("kong-3.4.yml {owner}: Kong 3.4 takes `config` only as a string: {cfg}")
+                });
+                *cfg = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("kong-3.4.yml {owner}: `config` is not JSON: {e}"));
+                seen += 1;
+            }
+        }
+    };
+    decode("(top level)", &mut doc);
+    if let Some(services) = doc.get_mut("services").and_then(Value::as_array_mut) {
+        for s in services {
+            let owner = name(s).to_string();
+            decode(&owner, s);
+            if let Some(routes) = s.get_mut("routes").and_then(Value::as_array_mut) {
+                for r in routes {
+                    let owner = name(r).to_string();
+                    decode(&owner, r);
+                }
+            }
+        }
+    }
+    assert!(seen > 0, "kong-3.4.yml configures no filter");
+    doc
+}
+
+#[test]
+fn kong_34_form_is_kong_yml_with_configs_as_json_strings() {
+    let decoded = kong_34_with_json_configs();
+    assert_eq!(
+        decoded,
+        yaml("kong/kong.yml"),
+        "kong-3.4.yml must be kong.yml with each `config` written as a JSON string"
+    );
+    // kong.yml writes config as YAML objects (3.5+, with the meta file); 3.4 cannot read them.
+    for (owner, _, _, cfg) in chain_filters(&yaml("kong/kong.yml")) {
+        assert!(cfg.is_object(), "kong.yml {owner}: config is not an object");
+    }
+}
+
 /// Every kong_retry config in the Kong files, parsed.
 fn kong_plans() -> Vec<(String, Plan)> {
     let mut out = Vec::new();
     for (owner, _, _, cfg) in chain_filters(&yaml("kong/kong.yml")) {
         out.push((format!("kong.yml {owner}"), accepted(&owner, &cfg)));
+    }
+    for (owner, _, _, cfg) in chain_filters(&kong_34_with_json_configs()) {
+        out.push((format!("kong-3.4.yml {owner}"), accepted(&owner, &cfg)));
     }
     for (owner, _, cfg) in plugin_filters(&yaml("kong/kong-3.9-plugin.yml")) {
         out.push((

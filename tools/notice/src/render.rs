@@ -6,7 +6,7 @@
 //! Chinese readers, not translated sentence by sentence.
 
 use crate::source::{Coverage, Input, NoRetry, Route};
-use crate::timing::{timing, Host, Timing};
+use crate::timing::{full_retry_after_waits, timing, Host, Timing};
 use kong_retry::config::{
     Backoff, BudgetConfig, BudgetScope, BudgetStore, Mode, Plan, StoreUnavailable,
 };
@@ -52,6 +52,9 @@ pub struct Facts {
     /// Statuses whose `Retry-After` is honoured (429 and/or 503 when retried), if any.
     pub retry_after_statuses: Vec<u16>,
     pub retry_after_max_ms: u64,
+    /// How many waits of the full `retry_after_max` fit before the deadline, when fewer than
+    /// the retries (see [`full_retry_after_waits`]).
+    pub retry_after_full_waits: Option<u32>,
     /// Standard methods (that the route matches) sent once unless they carry the key.
     pub keyed_only_methods: Vec<String>,
     /// POST or PATCH retried even without a key (a risky config worth saying out loud).
@@ -160,6 +163,7 @@ pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
         backoff: plan.backoff,
         retry_after_statuses,
         retry_after_max_ms: plan.retry_after_max_ms,
+        retry_after_full_waits: full_retry_after_waits(plan),
         keyed_only_methods,
         unkeyed_unsafe_methods,
         idempotency_header: header_case(&plan.idempotency_header),
@@ -289,14 +293,6 @@ pub fn render(input: &Input, lang: Lang, window: Option<&str>) -> String {
     }
 }
 
-/// A `Retry-After` within `retry_after_max` can still leave no room for another attempt
-/// before the deadline; the filter then ends the request instead of waiting.
-fn retry_after_may_hit_deadline(f: &Facts) -> bool {
-    f.retry_after_max_ms
-        .saturating_add(f.timing.per_try_timeout_ms)
-        > f.timing.deadline_ms
-}
-
 /// The largest `longest_ms` over all sections where the filter forwards requests (what a
 /// client's per-attempt timeout must beat); native-only sections run on the proxy's timeouts.
 fn longest_overall(sections: &[(Option<&Route>, Facts)]) -> Option<u64> {
@@ -358,8 +354,16 @@ trait Phrases {
     fn random_waits(ceilings: &[String]) -> String;
     fn how_many(retries: u32, attempts: u32, waits: &str) -> String;
     fn adaptive(window: &str, scheduled: &[String]) -> String;
-    fn retry_after_deadline(deadline: &str) -> String;
-    fn retry_after_waits(statuses: &[String], max: &str, deadline_note: &str) -> String;
+    /// A `Retry-After` is waited for only while the wait and one more attempt fit into the
+    /// deadline; `full_waits`: how many waits of the full `max` fit, when fewer than the
+    /// retries.
+    fn retry_after_waits(
+        statuses: &[String],
+        max: &str,
+        per_try: &str,
+        deadline: &str,
+        full_waits: Option<u32>,
+    ) -> String;
     fn retry_after_cannot_wait(statuses: &[String]) -> String;
     /// "4 attempts of up to 2 s each", then [`Self::plus_waits`] and [`Self::RETRY_AFTER_INCLUDED`].
     fn attempts_of(attempts: u32, per_try: &str) -> String;
@@ -481,14 +485,15 @@ fn section<P: Phrases>(out: &mut String, f: &Facts) {
         if !f.retry_after_statuses.is_empty() {
             let s: Vec<String> = f.retry_after_statuses.iter().map(u16::to_string).collect();
             if t.waits_possible {
-                let note = if retry_after_may_hit_deadline(f) {
-                    P::retry_after_deadline(&d(t.deadline_ms))
-                } else {
-                    String::new()
-                };
                 line(
                     out,
-                    &P::retry_after_waits(&s, &d(f.retry_after_max_ms), &note),
+                    &P::retry_after_waits(
+                        &s,
+                        &d(f.retry_after_max_ms),
+                        &d(t.per_try_timeout_ms),
+                        &d(t.deadline_ms),
+                        f.retry_after_full_waits,
+                    ),
                 );
             } else {
                 line(out, &P::retry_after_cannot_wait(&s));
@@ -700,12 +705,23 @@ impl Phrases for En {
         };
         format!("- **When:** only while the gateway sees trouble. Normally requests go straight to the backend and are not retried; once the gateway sees one of the failures above, it retries requests for the next {window} (longer while failures continue){scheduled}. The failure that first shows the trouble is passed on to you unretried — when a backend restarts, about one response per gateway worker process — so your client must still retry it (see below).")
     }
-    fn retry_after_deadline(deadline: &str) -> String {
-        format!(", provided the retry can still finish within the overall deadline of {deadline}")
-    }
-    fn retry_after_waits(statuses: &[String], max: &str, deadline_note: &str) -> String {
+    fn retry_after_waits(
+        statuses: &[String],
+        max: &str,
+        per_try: &str,
+        deadline: &str,
+        full_waits: Option<u32>,
+    ) -> String {
+        let full = match full_waits {
+            None => String::new(),
+            Some(0) => format!(" Even one wait of the full {max} does not fit."),
+            Some(1) => format!(
+                " Only one wait of the full {max} fits: a second response asking for that long is passed on to you."
+            ),
+            Some(k) => format!(" At most {k} waits of the full {max} fit into one request."),
+        };
         format!(
-            "- **`Retry-After`:** on a {} response asking for up to {max}, the gateway waits as asked, then retries{deadline_note}; a longer `Retry-After` is passed on to you unchanged.",
+            "- **`Retry-After`:** on a {} response asking for up to {max}, the gateway waits as asked, then retries — but only while the wait and one more attempt of up to {per_try} still fit into the overall deadline of {deadline}, counted from the request's arrival; otherwise, or when `Retry-After` asks for more than {max}, the response is passed on to you unchanged.{full}",
             statuses.join(" or ")
         )
     }
@@ -764,9 +780,9 @@ impl Phrases for En {
     }
     fn attempts_header(header: &str, adaptive: bool) -> String {
         format!(
-            "- **Response header:** `{header}` tells you how many attempts the gateway made (1 = no retry was needed); it is absent when the request was not eligible for gateway retries{}.",
+            "- **Response header:** `{header}` tells you how many attempts the gateway made. 1 means no retry: the first attempt answered, or the request was not eligible for gateway retries and was sent once{}.",
             if adaptive {
-                " or went straight through because the gateway saw no trouble"
+                "; the header is absent when the request went straight through because the gateway saw no trouble"
             } else {
                 ""
             }
@@ -885,12 +901,23 @@ impl Phrases for Zh {
         };
         format!("- **何时重试：** 只在网关发现故障时。平时请求直接转发到后端，不做重试；网关一旦看到上面列出的某种失败，就在之后 {window}内重试请求（失败持续时会顺延）{scheduled}。最先暴露故障的那个失败响应不会被重试，会原样返回给你——后端重启时，大约每个网关工作进程一个——所以你的客户端仍然需要重试（见下文）。")
     }
-    fn retry_after_deadline(deadline: &str) -> String {
-        format!("（前提是重试仍能在总时限 {deadline}内完成）")
-    }
-    fn retry_after_waits(statuses: &[String], max: &str, deadline_note: &str) -> String {
+    fn retry_after_waits(
+        statuses: &[String],
+        max: &str,
+        per_try: &str,
+        deadline: &str,
+        full_waits: Option<u32>,
+    ) -> String {
+        let full = match full_waits {
+            None => String::new(),
+            Some(0) => format!("即使只等一次完整的 {max}也来不及。"),
+            Some(1) => format!(
+                "完整的 {max}只能等一次：重试后如果再次收到要求等这么久的响应，就会原样返回给你。"
+            ),
+            Some(k) => format!("一个请求最多能等 {k} 次完整的 {max}。"),
+        };
         format!(
-            "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {max}，网关就等够再重试{deadline_note}；更长的会原样返回给你。",
+            "- **`Retry-After`：** 收到带 `Retry-After` 的 {} 响应时，只要要求的等待不超过 {max}，而且等完之后还来得及在总时限 {deadline}内（从请求到达网关算起）再尝试一次（每次最长 {per_try}），网关就等够再重试；否则，或者要求的等待超过 {max}，响应会原样返回给你。{full}",
             statuses.join(" 或 ")
         )
     }
@@ -946,9 +973,9 @@ impl Phrases for Zh {
     }
     fn attempts_header(header: &str, adaptive: bool) -> String {
         format!(
-            "- **响应头：** `{header}` 表示网关一共尝试了几次（1 表示没有重试）；不符合网关重试条件的请求{}不带这个头。",
+            "- **响应头：** `{header}` 表示网关一共尝试了几次。1 表示没有重试：要么第一次就拿到了结果，要么请求不符合网关重试条件、只发送了一次{}。",
             if adaptive {
-                "，以及网关未发现故障、直接转发的请求，"
+                "；网关未发现故障、直接转发的请求不带这个头"
             } else {
                 ""
             }

@@ -7,7 +7,10 @@
 //! - The wait before retry `n` is at most the backoff ceiling for `n`: full-jitter exponential
 //!   `min(max_interval, base_interval * 2^(n-1))`, or the fixed `interval`.
 //! - If `retry_on` holds 429 or 503 and `retry_after_max > 0`, such a response's `Retry-After`
-//!   is honoured up to `retry_after_max`, so any wait may stretch to that.
+//!   is honoured up to `retry_after_max`, so any wait may stretch to that — but only while the
+//!   wait and one more attempt of `per_try_timeout` fit before `deadline` (`time_for_attempt`
+//!   in src/exchange/mod.rs), which caps how many full-length waits one request can get
+//!   ([`full_retry_after_waits`]).
 //! - The filter never starts an attempt that cannot finish before `deadline`, so a request
 //!   never takes longer than `deadline` at the gateway: the longest is
 //!   `min(deadline, sum of attempts and waits)`.
@@ -80,6 +83,23 @@ pub fn retry_after_applies(plan: &Plan) -> bool {
         && kong_retry::retry_after::HONOURED_STATUSES
             .iter()
             .any(|&s| plan.retry_on.status(s))
+}
+
+/// How many waits of the full `retry_after_max` one request can get, when that is fewer than
+/// its retries; `None` when every retry could wait that long, or no `Retry-After` applies.
+///
+/// The filter starts a wait only if the wait and one more attempt of `per_try_timeout` still
+/// end before `deadline`, counted from the request's arrival (src/exchange/mod.rs,
+/// `time_for_attempt`). With attempts taking no time at all, `k` full waits need
+/// `k * retry_after_max + per_try_timeout <= deadline`: an upper bound, as slower attempts
+/// only leave less room.
+pub fn full_retry_after_waits(plan: &Plan) -> Option<u32> {
+    if !retry_after_applies(plan) {
+        return None;
+    }
+    let room = plan.deadline_ms.saturating_sub(plan.per_try_timeout_ms);
+    let fit = room / plan.retry_after_max_ms;
+    (fit < u64::from(plan.retries)).then_some(fit as u32)
 }
 
 /// Computes the notice's numbers for `plan` running on `host`.
@@ -262,6 +282,31 @@ mod tests {
             r#"{"retry_on":"502,504,reset","retry_after_max":9000}"#,
         ));
         assert_eq!(t.retry_after_cap_ms, None);
+    }
+
+    #[test]
+    fn full_retry_after_waits_are_bounded_by_the_deadline() {
+        // kong/kong.yml's numbers: (10 s - 2 s) / 5 s -> one full wait of 3 retries.
+        let p =
+            plan(r#"{"retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":5000}"#);
+        assert_eq!(full_retry_after_waits(&p), Some(1));
+        // Defaults: a 10 s Retry-After never fits a 10 s deadline with a 2 s attempt after it.
+        assert_eq!(full_retry_after_waits(&Plan::default()), Some(0));
+        // (20 s - 1.5 s) / 3 s = 6 full waits >= 4 retries: every retry may wait in full.
+        let p =
+            plan(r#"{"retries":4,"per_try_timeout":1500,"deadline":20000,"retry_after_max":3000}"#);
+        assert_eq!(full_retry_after_waits(&p), None);
+        // Exactly at the edge: 2 x 4 s + 2 s = 10 s fits.
+        let p =
+            plan(r#"{"retries":3,"per_try_timeout":2000,"deadline":10000,"retry_after_max":4000}"#);
+        assert_eq!(full_retry_after_waits(&p), Some(2));
+        // No Retry-After honoured: nothing to say.
+        let p = plan(r#"{"retries":3,"retry_on":"502,timeout","retry_after_max":5000}"#);
+        assert_eq!(full_retry_after_waits(&p), None);
+        assert_eq!(
+            full_retry_after_waits(&plan(r#"{"retries":3,"retry_after_max":0}"#)),
+            None
+        );
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn multi_route_fixture_notice_text() {
         "the gateway cannot wait here, so a 503 response that asks for a wait with `Retry-After` is not retried: it is passed on to you unchanged.",
         "## Route `catalog-search` — `/search` · `api.example.com`",
         "429, 500–599 responses",
-        "on a 429 or 503 response asking for up to 2 s, the gateway waits as asked, then retries;",
+        "on a 429 or 503 response asking for up to 2 s, the gateway waits as asked, then retries — but only while the wait and one more attempt of up to 2 s still fit into the overall deadline of 10 s, counted from the request's arrival;",
         "**Longest a request can take at the gateway:** 6 s: 2 attempts of up to 2 s each plus waits of up to 2 s (`Retry-After` included)",
         "## Routes without gateway retries",
         "- `catalog-admin` — `/catalog/admin`: the retry filter chain `admin-retry` is switched off.",
@@ -175,7 +175,7 @@ fn adaptive_mode_says_when_retries_are_on() {
         "- **When:** only while the gateway sees trouble.",
         "it retries requests for the next 20 s (longer while failures continue), and throughout the scheduled maintenance windows (2026-12-01T01:00:00Z/2026-12-01T03:00:00Z; daily 23:00/23:30 UTC).",
         "The failure that first shows the trouble is passed on to you unretried",
-        "or went straight through because the gateway saw no trouble",
+        "the header is absent when the request went straight through because the gateway saw no trouble",
     ] {
         assert!(en.contains(needle), "missing {needle:?} in:\n{en}");
     }
@@ -203,13 +203,84 @@ fn filter_config_fixture_through_the_binary() {
         "## Routes that use this retry configuration",
         "up to 4 retries after the first attempt (5 attempts in total), waiting 1 s before each retry",
         "**Longest a request can take at the gateway:** 19.5 s: 5 attempts of up to 1.5 s each plus waits of up to 12 s (`Retry-After` included) (the overall deadline is 20 s).",
-        "on a 429 or 503 response asking for up to 3 s, the gateway waits as asked, then retries;",
+        "on a 429 or 503 response asking for up to 3 s, the gateway waits as asked, then retries — but only while the wait and one more attempt of up to 1.5 s still fit into the overall deadline of 20 s",
         "requests with a body larger than 1 MiB",
         "from a filter configuration, not from a route list",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
     assert!(!out.contains("If every attempt times out"), "{out}");
+    // (20 s - 1.5 s) / 3 s: six full waits fit, more than the 4 retries: no count to give.
+    assert!(!out.contains("wait of the full"), "{out}");
+    assert!(!out.contains("waits of the full"), "{out}");
+}
+
+/// The filter waits for a `Retry-After` only while the wait and one more attempt fit into the
+/// deadline (src/exchange/mod.rs, `time_for_attempt`); with kong/kong.yml's numbers only the
+/// first wait of the full 5 s does.
+#[test]
+fn retry_after_waits_are_limited_by_the_deadline() {
+    let config = r#"{"upstream":"orders:8080","delay_endpoint":"127.0.0.1:8555","retries":3,
+        "per_try_timeout":2000,"deadline":10000,"retry_after_max":5000}"#;
+    let input = load(config, DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, None);
+    for needle in [
+        "on a 503 response asking for up to 5 s, the gateway waits as asked, then retries — but only while the wait and one more attempt of up to 2 s still fit into the overall deadline of 10 s, counted from the request's arrival; otherwise, or when `Retry-After` asks for more than 5 s, the response is passed on to you unchanged.",
+        "Only one wait of the full 5 s fits: a second response asking for that long is passed on to you.",
+    ] {
+        assert!(en.contains(needle), "missing {needle:?} in:\n{en}");
+    }
+    let zh = render(&input, Lang::Zh, None);
+    for needle in [
+        "而且等完之后还来得及在总时限 10 秒内（从请求到达网关算起）再尝试一次（每次最长 2 秒），网关就等够再重试",
+        "完整的 5 秒只能等一次",
+    ] {
+        assert!(zh.contains(needle), "missing {needle:?} in:\n{zh}");
+    }
+
+    // The defaults: a 10 s Retry-After can never be waited for in full within 10 s.
+    let input = load(r#"{"upstream":"orders:8080"}"#, DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, None);
+    assert!(
+        en.contains("Even one wait of the full 10 s does not fit."),
+        "{en}"
+    );
+    let zh = render(&input, Lang::Zh, None);
+    assert!(zh.contains("即使只等一次完整的 10 秒也来不及。"), "{zh}");
+
+    // Two full waits of 4 s fit (2 x 4 s + 2 s = 10 s), fewer than the 3 retries.
+    let input = load(
+        r#"{"upstream":"orders:8080","retries":3,"retry_after_max":4000}"#,
+        DEFAULT_FILTER_NAME,
+    )
+    .unwrap();
+    let en = render(&input, Lang::En, None);
+    assert!(
+        en.contains("At most 2 waits of the full 4 s fit into one request."),
+        "{en}"
+    );
+}
+
+/// The filter labels every response to a request it took on, including requests it sent once
+/// natively because they were not eligible (src/adapter/driver.rs, `label_native_response`):
+/// the notice must not call the header absent there.
+#[test]
+fn attempts_header_is_one_on_requests_sent_once() {
+    let input = load(r#"{"upstream":"orders:8080"}"#, DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, None);
+    assert!(
+        en.contains("1 means no retry: the first attempt answered, or the request was not eligible for gateway retries and was sent once."),
+        "{en}"
+    );
+    assert!(!en.contains("absent"), "{en}");
+    let zh = render(&input, Lang::Zh, None);
+    assert!(
+        zh.contains(
+            "1 表示没有重试：要么第一次就拿到了结果，要么请求不符合网关重试条件、只发送了一次。"
+        ),
+        "{zh}"
+    );
+    assert!(!zh.contains("不带这个头"), "{zh}");
 }
 
 #[test]
