@@ -1032,7 +1032,10 @@ fn operator_guide_reference_is_generated_from_the_schema() {
 const GUIDE_QUOTES: &[&str] = &[
     "invalid config: `",
     "did you mean `per_try_timeout` (ms, the timeout of each attempt) or `deadline` (ms, the overall time for all attempts)?",
-    "not possible on Kong (a filter cannot dispatch in the response phase); use \"dispatch\" or \"auto\"",
+    "mode \"response\" is not possible on Kong; using dispatch mode",
+    "the last attempt failed without a response and Kong cannot deliver the filter's own answer from that callback; the request goes the native way once more (set `delay_endpoint` to answer 502/504 instead)",
+    "retry budget store unavailable: ",
+    "retry budget kept in shared data (",
     "not JSON (",
     "cannot read the configuration (status ",
     "host detected: ",
