@@ -2,7 +2,7 @@
 //! responses reveal trouble at the upstream.
 //!
 //! The flag itself (calm or protected, per worker cache, shared data) is
-//! [`crate::protection`]; the maintenance schedule is [`crate::maintenance`]. This module
+//! [`crate::state::protection`]; the maintenance schedule is [`crate::maintenance`]. This module
 //! only decides from their answers, so the adapter's calm path stays a few comparisons.
 //!
 //! # What reveals trouble
@@ -16,7 +16,7 @@
 //! overhead for a window; a missed failure costs the next client its request).
 
 use crate::config::RetryOn;
-use crate::protection::Protection;
+use crate::state::protection::Protection;
 
 /// The statuses a proxy answers by itself when its forward to the upstream fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,19 +5,14 @@
 //! `adapter` (wasm32 only) is the one place that talks to the proxy-wasm host.
 
 pub mod adaptive;
-pub mod backoff;
-pub mod budget;
 pub mod config;
 pub mod exchange;
 pub mod header_map;
 pub mod maintenance;
 pub mod metrics;
-pub mod outcome;
-pub mod policy;
-pub mod protection;
 pub mod request_copy;
-pub mod retry_after;
-pub mod store;
+pub mod retry;
+pub mod state;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

@@ -19,8 +19,8 @@
 //! retry twice.
 
 use crate::exchange::{Exchange, NativeReason, StopReason};
-use crate::outcome::Outcome;
-use crate::protection::Transition;
+use crate::retry::outcome::Outcome;
+use crate::state::protection::Transition;
 
 /// The counters whose names do not depend on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum Counter {
     ProtectedRequests,
     /// Adaptive mode: protection episodes started (a calm scope turned protected by a
     /// failure this gateway saw). Counted by the worker whose write started it; see
-    /// `src/protection.rs` for the Envoy race that can count one episode twice.
+    /// `src/state/protection.rs` for the Envoy race that can count one episode twice.
     ProtectionStarted,
     /// Adaptive mode: responses on the calm path that revealed trouble (a retryable status)
     /// and so reached the client as they were: the price of not copying healthy traffic.
@@ -140,7 +140,7 @@ pub fn on_finish(exchange: &Exchange) -> Option<Counter> {
     }
 }
 
-/// The counter a [`crate::protection::ProtectionCache::mark_failure`] result adds to:
+/// The counter a [`crate::state::protection::ProtectionCache::mark_failure`] result adds to:
 /// only a calm scope turning protected is an event worth a series.
 pub fn on_protection(transition: Transition) -> Option<Counter> {
     match transition {
@@ -159,7 +159,7 @@ mod tests {
     use super::*;
     use crate::config::{parse, Scheme};
     use crate::exchange::{AttemptResponse, BodyRead, Env, Event, Execution, Target};
-    use crate::outcome::Failure;
+    use crate::retry::outcome::Failure;
     use std::rc::Rc;
 
     struct FixedEnv {

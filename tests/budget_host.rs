@@ -12,7 +12,7 @@ use proxy_wasm_test_host::{LogLevel, Reply, Request};
 
 const STORE_WARNING: &str = "retry budget store unavailable";
 
-/// The bound of `src/budget.rs` for the default rules (20 %, floor 10/s, fresh start of one
+/// The bound of `src/state/budget.rs` for the default rules (20 %, floor 10/s, fresh start of one
 /// second of the floor): retries ≤ 10 + requests × 0.2 + 10 × seconds since the first request.
 fn budget_bound(requests: u64, elapsed_ms: u64) -> f64 {
     10.0 + requests as f64 * 0.2 + 10.0 * elapsed_ms as f64 / 1000.0
@@ -52,7 +52,7 @@ fn full_failure_across_workers_stays_within_the_budget() {
         let retries = (calls - N) as u64;
         let gw = &traffic.gw;
 
-        // The formula of src/budget.rs, from the first request to the last retry decided
+        // The formula of src/state/budget.rs, from the first request to the last retry decided
         // (no later than the last call), and not stingy either: everything deposited up to
         // the last request was spent, but for the last fraction of a token.
         let upper = budget_bound(N as u64, last_call - start);

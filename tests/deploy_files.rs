@@ -353,8 +353,8 @@ fn kong_conf_has_what_the_filter_needs() {
     // The shm_kv zone: on Kong the first segment of a shared-data key names the zone, and
     // the filter's keys (budget, protection) start with `kong_retry/`.
     let zones: BTreeSet<&str> = [
-        kong_retry::budget::KEY_PREFIX,
-        kong_retry::protection::KEY_PREFIX,
+        kong_retry::state::budget::KEY_PREFIX,
+        kong_retry::state::protection::KEY_PREFIX,
     ]
     .iter()
     .filter_map(|k| k.split('/').next())

@@ -72,7 +72,7 @@ fn retries_per_1000_requests() {
                 (off as f64 - expected).abs() <= 0.1 * expected + 10.0,
                 "{setup:?} {rate} %: {off} retries without a budget, expected about {expected:.0}"
             );
-            // With it, never more than the bound of src/budget.rs.
+            // With it, never more than the bound of src/state/budget.rs.
             let bound = 10.0 + REQUESTS as f64 * 0.2 + 10.0 * elapsed as f64 / 1000.0;
             assert!(
                 on as f64 <= bound,

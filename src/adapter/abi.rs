@@ -323,7 +323,7 @@ pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostStatus> 
     }
 }
 
-/// Writes a shared-data value if `cas` still matches (see `crate::store` for `cas = 0`).
+/// Writes a shared-data value if `cas` still matches (see `crate::state::store` for `cas = 0`).
 pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostStatus> {
     // SAFETY: pointers and lengths describe live slices.
     check(unsafe {

@@ -11,8 +11,8 @@ use crate::exchange::{
 };
 use crate::header_map::first;
 use crate::metrics::{self, Counter};
-use crate::outcome::{Failure, Outcome};
-use crate::protection::Protection;
+use crate::retry::outcome::{Failure, Outcome};
+use crate::state::protection::Protection;
 use proxy_wasm::types::Action as HostAction;
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@ use super::abi;
 use super::root::{Host, Shared};
 use crate::exchange::Env;
 use crate::metrics;
-use crate::outcome::Outcome;
+use crate::retry::outcome::Outcome;
 
 /// The exchange's [`Env`] for one request: the host clock, the VM's jitter, budget and
 /// protection.

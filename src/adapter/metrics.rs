@@ -6,7 +6,7 @@
 
 use super::abi;
 use crate::metrics::{retries_by_reason, Counter};
-use crate::outcome::Outcome;
+use crate::retry::outcome::Outcome;
 use std::collections::BTreeMap;
 
 /// One counter's id, as far as the host gave one.

@@ -3,21 +3,19 @@
 //! `root` parses the plan and detects the host; `driver` turns one request's host callbacks
 //! into `exchange` events and executes the returned actions, with `env` as the exchange's
 //! `Env`; `http` is the SDK's per-request context over a reused driver; `kong_response` puts
-//! Kong's local responses back as sent; `budget` keeps the retry budget
-//! in shared data through `store`; `protection` is adaptive mode's per-worker flag cache;
-//! `metrics` defines and counts the counters; `abi` makes the raw host calls.
+//! Kong's local responses back as sent; `state/` is the VM's shared state (`store`: may this
+//! VM touch shared data; `budget`: the retry budget; `protection`: adaptive mode's per-worker
+//! flag cache); `metrics` defines and counts the counters; `abi` makes the raw host calls.
 
 mod abi;
-mod budget;
 mod driver;
 mod env;
 mod http;
 mod kong_response;
 mod logger;
 mod metrics;
-mod protection;
 mod root;
-mod store;
+mod state;
 
 proxy_wasm::main! {{
     logger::install();

@@ -1,12 +1,12 @@
 //! The root context: parses the plan, detects the host, owns the timers of Envoy waits.
 
 use super::abi;
-use super::budget::VmBudget;
 use super::driver::Driver;
 use super::http::HttpShim;
 use super::metrics::Metrics;
-use super::protection::VmProtection;
-use super::store::StoreAccess;
+use super::state::budget::VmBudget;
+use super::state::protection::VmProtection;
+use super::state::store::StoreAccess;
 use crate::config::{self, Mode, Plan};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;

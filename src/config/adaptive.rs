@@ -35,7 +35,7 @@ impl Default for AdaptiveConfig {
 }
 
 pub(super) fn parse_adaptive(v: &Value) -> Result<AdaptiveConfig, ConfigError> {
-    use crate::protection::{MAX_CACHE_MS, MAX_WINDOW_MS, MIN_WINDOW_MS};
+    use crate::state::protection::{MAX_CACHE_MS, MAX_WINDOW_MS, MIN_WINDOW_MS};
     const ALLOWED: &str = "an object with window (ms), cache (ms), scope (\"upstream\"|\"route\"); the shared-data zone is budget.zone";
     if let Some(z) = v.get("zone") {
         return Err(ConfigError::new(

@@ -122,8 +122,8 @@ impl Default for Plan {
 
 impl Plan {
     /// The budget module's rules for this plan.
-    pub fn budget_rules(&self) -> crate::budget::BudgetRules {
-        crate::budget::BudgetRules {
+    pub fn budget_rules(&self) -> crate::state::budget::BudgetRules {
+        crate::state::budget::BudgetRules {
             enabled: self.budget.enabled,
             percent: f64::from(self.budget.percent),
             min_retries_per_second: self.budget.min_retries_per_second,
@@ -133,8 +133,8 @@ impl Plan {
     }
 
     /// Adaptive protection's rules for this plan (same zone as the budget).
-    pub fn protection_rules(&self) -> crate::protection::ProtectionRules {
-        crate::protection::ProtectionRules::new(
+    pub fn protection_rules(&self) -> crate::state::protection::ProtectionRules {
+        crate::state::protection::ProtectionRules::new(
             self.adaptive.window_ms,
             self.adaptive.cache_ms,
             Some(self.budget_store.zone.clone()),

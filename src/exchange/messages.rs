@@ -3,7 +3,7 @@
 
 use crate::config::Scheme;
 use crate::header_map::Headers;
-use crate::outcome::Outcome;
+use crate::retry::outcome::Outcome;
 use std::rc::Rc;
 
 /// What the state machine needs from the outside world.

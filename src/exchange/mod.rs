@@ -11,13 +11,13 @@ pub use messages::{
     StopReason, Target,
 };
 
-use crate::backoff;
 use crate::config::Plan;
 use crate::header_map::{first, Headers};
-use crate::outcome::{Failure, Outcome};
-use crate::policy::{RetryPolicy, Verdict};
 use crate::request_copy::{body_expectation, forwardable, BodyExpectation, RequestCopy};
-use crate::retry_after;
+use crate::retry::backoff;
+use crate::retry::outcome::{Failure, Outcome};
+use crate::retry::policy::{RetryPolicy, Verdict};
+use crate::retry::retry_after;
 use std::rc::Rc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -144,7 +144,7 @@ pub fn facts(plan: &Plan, route_methods: &[String], host: Host) -> Facts {
         ),
     };
     let retry_after_statuses = if t.retry_after_cap_ms.is_some() {
-        kong_retry::retry_after::HONOURED_STATUSES
+        kong_retry::retry::retry_after::HONOURED_STATUSES
             .into_iter()
             .filter(|s| plan.retry_on.status(*s))
             .collect()

@@ -80,7 +80,7 @@ fn backoff_floor_ms(backoff: &Backoff) -> u64 {
 /// Whether a `Retry-After` can make the gateway wait longer than its backoff.
 pub fn retry_after_applies(plan: &Plan) -> bool {
     plan.retry_after_max_ms > 0
-        && kong_retry::retry_after::HONOURED_STATUSES
+        && kong_retry::retry::retry_after::HONOURED_STATUSES
             .iter()
             .any(|&s| plan.retry_on.status(s))
 }
@@ -107,7 +107,7 @@ pub fn timing(plan: &Plan, host: Host) -> Timing {
     let attempts = plan.retries.saturating_add(1);
     let can_wait = waits_possible(plan, host);
     let backoff_ceilings_ms: Vec<u64> = (1..=plan.retries)
-        .map(|n| kong_retry::backoff::ceiling_ms(&plan.backoff, n))
+        .map(|n| kong_retry::retry::backoff::ceiling_ms(&plan.backoff, n))
         .collect();
     let retry_after_cap_ms = retry_after_applies(plan).then_some(plan.retry_after_max_ms);
     let waits_ms = if can_wait {

@@ -34,7 +34,7 @@
 //!
 //! [`ProtectionCache::mark_failure`] reads, then writes with the cas the read returned
 //! (`0` when the key is absent): create-only on Kong, an unconditional write on Envoy
-//! (see [`crate::store`]). A lost race re-reads, [`MAX_CAS_ATTEMPTS`] times at most; the
+//! (see [`crate::state::store`]). A lost race re-reads, [`MAX_CAS_ATTEMPTS`] times at most; the
 //! re-read usually finds the rival's extension and writes nothing. Only the worker whose
 //! write turns a calm (absent, expired or unreadable) value into a protected one gets
 //! [`Transition::Started`], so a node-wide metric counts each protection episode once —
@@ -50,7 +50,7 @@
 //! # Storage
 //!
 //! Key `kong_retry/protect/<scope-id>`, or `<zone>/kong_retry/protect/<scope-id>` with a
-//! zone (same zone rules as [`crate::budget`]). Value: 16 bytes, see [`encode`]. A value
+//! zone (same zone rules as [`crate::state::budget`]). Value: 16 bytes, see [`encode`]. A value
 //! of another length or version reads as calm and is overwritten by the next failure; a
 //! value claiming protection further ahead than the longest window allowed (a clock that
 //! went back, or garbage) reads as calm too, so it cannot protect forever.
@@ -58,7 +58,7 @@
 //! Time comes from the caller (the host clock, ms since the Unix epoch).
 
 use crate::maintenance::MaintenanceSchedule;
-use crate::store::{zoned_prefix, SharedStore, StoreError};
+use crate::state::store::{zoned_prefix, SharedStore, StoreError};
 use std::fmt;
 
 /// How many read/compare-and-swap rounds one [`ProtectionCache::mark_failure`] may take.
@@ -512,7 +512,7 @@ pub fn decode(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{CasRule, MemoryStore};
+    use crate::state::store::testing::{CasRule, MemoryStore};
     use serde_json::json;
     use std::cell::{Cell, RefCell};
 

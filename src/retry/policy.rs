@@ -4,7 +4,7 @@
 //! Retry-After) and the retry budget are decided by the exchange, which knows the clock.
 
 use crate::config::Plan;
-use crate::outcome::Outcome;
+use crate::retry::outcome::Outcome;
 
 /// What the policy says about one finished attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl<'a> RetryPolicy<'a> {
 mod tests {
     use super::*;
     use crate::config::parse;
-    use crate::outcome::Failure;
+    use crate::retry::outcome::Failure;
 
     /// outcome × attempt × method × key, with `retries: 2` and the default `retry_on`.
     #[test]

@@ -38,7 +38,7 @@
 //!
 //! plus one fresh start each time the value is lost (eviction, a malformed value) and,
 //! on Envoy only, at most one lost update per worker racing to create the key (Envoy
-//! has no create-only write; see [`crate::store`]). With no failures nothing is
+//! has no create-only write; see [`crate::state::store`]). With no failures nothing is
 //! withdrawn.
 //!
 //! # Cost and the CAS loop
@@ -64,7 +64,7 @@
 //!
 //! Time comes from the caller (the host clock, in ms); nothing here reads a clock.
 
-use crate::store::{zoned_prefix, SharedStore, StoreError};
+use crate::state::store::{zoned_prefix, SharedStore, StoreError};
 use std::fmt;
 
 /// How many read/compare-and-swap rounds one operation may take before giving up.
@@ -418,7 +418,7 @@ impl BudgetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{CasRule, MemoryStore};
+    use crate::state::store::testing::{CasRule, MemoryStore};
     use std::cell::Cell;
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;

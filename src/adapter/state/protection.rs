@@ -7,13 +7,13 @@
 //! not learn of it, so each worker pays its own revealing response. Maintenance windows
 //! never need the store.
 
-use super::root::Host;
 use super::store::{HostStore, NoStore, StoreAccess, StoreState};
+use crate::adapter::root::Host;
 use crate::adaptive::{self, RevealingStatuses};
 use crate::config::{Mode, Plan, ProtectionScope};
 use crate::maintenance::MaintenanceSchedule;
-use crate::protection::{Protection, ProtectionCache, Transition};
-use crate::store::StoreError;
+use crate::state::protection::{Protection, ProtectionCache, Transition};
+use crate::state::store::StoreError;
 
 /// The VM's adaptive protection; inert outside adaptive mode.
 pub struct VmProtection {

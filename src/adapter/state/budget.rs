@@ -2,11 +2,11 @@
 //! happens when the store cannot be used. Whether there is a store at all is
 //! [`StoreAccess`]'s decision (Kong traps on shared data without a zone).
 
-use super::root::Host;
 use super::store::{HostStore, StoreAccess, StoreState};
-use crate::budget::{RetryBudget, Verdict};
+use crate::adapter::root::Host;
 use crate::config::{Plan, StoreUnavailable};
-use crate::store::StoreError;
+use crate::state::budget::{RetryBudget, Verdict};
+use crate::state::store::StoreError;
 
 /// The budget of one VM (one root context).
 pub struct VmBudget {

@@ -7,10 +7,10 @@
 //! `budget.store = "auto"` looks for the zone in Kong's read-only `kong.configuration.*`
 //! properties (an absent key is not-found, never a trap), once per VM.
 
-use super::abi::{self, CAS_MISMATCH};
-use super::root::Host;
+use crate::adapter::abi::{self, CAS_MISMATCH};
+use crate::adapter::root::Host;
 use crate::config::{BudgetStore, Plan};
-use crate::store::{SharedStore, StoreError};
+use crate::state::store::{SharedStore, StoreError};
 
 /// Proxy-wide shared data, as the host offers it. Use only when [`StoreAccess`] says so.
 pub struct HostStore;

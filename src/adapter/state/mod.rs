@@ -1,0 +1,6 @@
+//! The VM's view of the shared state on the host: may this VM use shared data at all
+//! (`store`), and the retry budget and adaptive protection kept there.
+
+pub mod budget;
+pub mod protection;
+pub mod store;
