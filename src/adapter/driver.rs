@@ -470,7 +470,15 @@ impl Driver {
             );
             return;
         };
-        self.in_failed_call = self.host != Host::Envoy && dispatch_failed_at_host();
+        // Kong's `:dispatch_status` (Envoy has none): read once, for the relay rule and the
+        // attempt's outcome alike.
+        let dispatch_status = match self.host {
+            Host::Envoy => None,
+            Host::Kong | Host::Unknown => dispatch_status(),
+        };
+        self.in_failed_call = dispatch_status
+            .as_deref()
+            .is_some_and(|s| !s.trim().eq_ignore_ascii_case("ok"));
         let action = match purpose {
             Purpose::Delay { due_ms, ms } => {
                 if !self.in_failed_call && abi::now_ms().saturating_add(ms / 10) < due_ms {
@@ -490,7 +498,7 @@ impl Driver {
                 sent_ms,
                 timeout_ms,
             } => {
-                let mut response = read_call_response(body_size);
+                let mut response = read_call_response(body_size, dispatch_status.as_deref());
                 // Envoy reports every failed dispatch without a reason; one that ends when
                 // its timeout does is the timeout.
                 if response.outcome == Outcome::Failed(Failure::Unspecified)
@@ -801,13 +809,13 @@ fn dispatch_delay(endpoint: &str, ms: u64) -> Option<u32> {
     .ok()
 }
 
-/// Kong: did the host end the dispatch being answered with an error (`:dispatch_status`
-/// other than `ok`: timeout, broken connection, ...)? Envoy has no such pseudo-header.
-fn dispatch_failed_at_host() -> bool {
-    match abi::get_header(abi::CALL_RESPONSE_HEADERS, ":dispatch_status") {
-        Ok(Some(v)) => !v.trim_ascii().eq_ignore_ascii_case(b"ok"),
-        _ => false,
-    }
+/// Kong's `:dispatch_status` of the dispatch being answered (`ok`, `timeout`, `broken
+/// connection`, ...). Kong answers it by name only, not among the pairs.
+fn dispatch_status() -> Option<String> {
+    abi::get_header(abi::CALL_RESPONSE_HEADERS, ":dispatch_status")
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
 }
 
 /// `host[:port]` → the Host header value (default ports dropped).
@@ -820,7 +828,8 @@ fn authority_of(target: &str) -> String {
 }
 
 /// Reads a dispatch answer through raw host calls; anything unreadable is a failed attempt.
-fn read_call_response(body_size: usize) -> AttemptResponse {
+/// `dispatch_status`: Kong's `:dispatch_status`, already read.
+fn read_call_response(body_size: usize, dispatch_status: Option<&str>) -> AttemptResponse {
     let headers = abi::get_headers(abi::CALL_RESPONSE_HEADERS);
     let (headers, headers_ok) = match headers {
         Ok(h) => (h, true),
@@ -834,16 +843,8 @@ fn read_call_response(body_size: usize) -> AttemptResponse {
             _ => (Vec::new(), false),
         }
     };
-    // Kong answers `:dispatch_status` by name only, not among the pairs.
-    let dispatch_status = match first(&headers, ":dispatch_status") {
-        Some(s) => Some(s.to_string()),
-        None => abi::get_header(abi::CALL_RESPONSE_HEADERS, ":dispatch_status")
-            .ok()
-            .flatten()
-            .and_then(|v| String::from_utf8(v).ok()),
-    };
     let outcome = Outcome::from_dispatch(
-        dispatch_status.as_deref(),
+        dispatch_status.or_else(|| first(&headers, ":dispatch_status")),
         first(&headers, ":status"),
         headers_ok && body_ok,
     );
