@@ -17,6 +17,8 @@ pub(super) enum Stage {
     AwaitResponseBody,
     Log,
     Done,
+    /// Sent to a worker that no longer exists: never answered.
+    Hung,
 }
 
 impl Stage {
@@ -52,6 +54,10 @@ pub(super) struct Flight {
     pub(super) raw: Option<RawResponse>,
     /// The instance trapped while the forward was in flight: relay untouched.
     pub(super) filter_gone: bool,
+    /// Kong: the local response came from a failed dispatch's callback; the
+    /// connection is dropped when the response is written
+    /// ([`crate::profile::Profile::failed_dispatch_local_response_drops`]).
+    pub(super) drop_on_write: bool,
     pub(super) response: Option<ClientResponse>,
     pub(super) stats: RequestStats,
 }

@@ -24,9 +24,17 @@ impl Gateway {
             source: Source::Upstream,
             raw: None,
             filter_gone: false,
+            drop_on_write: false,
             response: None,
             stats: RequestStats::default(),
         };
+        // Kong: a worker that exited at start-up is never respawned; nginx still
+        // accepts the connection, and nothing ever answers it.
+        if self.slots[w].exited.is_some() {
+            flight.stage = Stage::Hung;
+            self.flights.insert(rid, flight);
+            return rid;
+        }
         // Kong (BRIEF): after a trap the next request gets a fresh instance
         // whose root context is configured again.
         if self.slots[w].worker.is_none() {

@@ -13,7 +13,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, bt: i32, start: i32, max: i32, rp: i32, rs: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(bt) = BufferType::from_raw(bt) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -67,7 +67,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_buffer_bytes",
         |mut c: C<'_>, bt: i32, start: i32, size: i32, p: i32, n: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(bt) = BufferType::from_raw(bt) else {
                 return Ok(status::BAD_ARGUMENT);
             };

@@ -86,6 +86,12 @@ impl Worker {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         let load = |e: wasmtime::Error| HostError::Load(format!("{e:#}"));
+        // The real host refuses a module whose imports its table lacks or
+        // declares otherwise, before anything runs (src/host_imports.rs).
+        settings
+            .profile
+            .check_imports(module)
+            .map_err(|e| HostError::Load(e.message(settings.profile, &settings.filter_name)))?;
         let mut linker = wasmtime::Linker::new(engine);
         imports::link(&mut linker, module, &mut store).map_err(load)?;
         store.set_fuel(settings.fuel_per_callback).map_err(load)?;
@@ -95,12 +101,13 @@ impl Worker {
         let mut worker = Worker { store, instance };
         let start_trap = |t: TrapInfo| HostError::StartTrap {
             worker: index,
+            phase: t.phase.name(),
             message: t.message,
         };
         for init in ["_initialize", "_start"] {
             if worker.has_export(init) {
                 worker
-                    .call(Phase::Start, ROOT_ID, init, &[])
+                    .call(Phase::Init, ROOT_ID, init, &[])
                     .map_err(start_trap)?;
                 break;
             }

@@ -46,6 +46,8 @@ pub(crate) struct CallResponse {
     pub hidden: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub body_readable: bool,
+    /// The dispatch failed (timeout, refused, reset): no response at all.
+    pub failed: bool,
 }
 
 impl CallResponse {
@@ -63,6 +65,7 @@ impl CallResponse {
             hidden,
             body,
             body_readable: true,
+            failed: false,
         }
     }
 
@@ -73,6 +76,7 @@ impl CallResponse {
             hidden,
             body: Vec::new(),
             body_readable: true,
+            failed: true,
         }
     }
 }
