@@ -109,12 +109,7 @@ fn build_memoised(
     result
 }
 
-fn command_line(
-    dir: &Path,
-    target_dir: &Path,
-    package: Option<&str>,
-    features: &[&str],
-) -> String {
+fn command_line(dir: &Path, target_dir: &Path, package: Option<&str>, features: &[&str]) -> String {
     let mut s = format!(
         "cd {} && cargo build --release --target {TARGET} --target-dir {}",
         dir.display(),

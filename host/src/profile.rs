@@ -159,16 +159,30 @@ impl Profile {
     /// body is read in the content phase, after it, so `on_request_body` comes
     /// only once the filter resumes. (A Pause in Kong's response headers does not
     /// wait at all, see [`Profile::pause_waits`].)
-    /// Envoy (envoy/http/filter.h `FilterHeadersStatus::StopIteration`, to which
-    /// context.cc maps the SDK's Pause; filter_manager.cc `decodeData`/`encodeData`
-    /// skip only filters that stopped *all* iteration): the headers stop for the
-    /// following filters, but the body still reaches this filter, and a Continue
-    /// from its body callback resumes the stream, headers first.
+    /// Envoy, seen on Envoy 1.40.0 with the probe fixture: a Pause in
+    /// `on_http_request_headers` of a POST with a 3-byte body never brought
+    /// `on_http_request_body` (the client timed out); resumed from a dispatch
+    /// callback, the body came in one callback (size 6, end_of_stream true). A
+    /// Pause in `on_http_response_headers` likewise never brought
+    /// `on_http_response_body`.
     pub fn headers_pause_holds_body(self) -> bool {
-        match self {
-            Profile::Kong => true,
-            Profile::Envoy => false,
-        }
+        true
+    }
+
+    /// Envoy delivers a request body as data callbacks and then an end-of-stream
+    /// callback (seen on Envoy 1.40.0 with the probe fixture): "abc" gave
+    /// `on_http_request_body(3, false)` then `(0, true)`; 6000 chunked bytes gave
+    /// 1000, 2000, 3000 (false) then 0 (true); 1 MiB gave 1048479, 97, then 0. A
+    /// callback that returns Pause makes Envoy buffer: the next callbacks report
+    /// the bytes buffered so far (1000, 3000, 6000, then 6000 with
+    /// end_of_stream) and `get_http_request_body` returns all of them; after a
+    /// Continue a callback sees only its own chunk (the end-of-stream callback:
+    /// none). In `on_http_request_headers` the body reads as empty (status Ok).
+    /// The host models one data callback with the whole body, then the
+    /// end-of-stream callback. Kong: one callback, whole body, end_of_stream true
+    /// (BRIEF, real host).
+    pub fn request_body_in_two_callbacks(self) -> bool {
+        self == Profile::Envoy
     }
 
     /// Kong, seen on the real host (BRIEF): `on_http_request_headers` always gets
@@ -497,8 +511,13 @@ impl Profile {
         }
         match dotted {
             "plugin_vm_id" if !setting => PropertyRule::NotYetImplemented,
-            "node" | "cluster_name" | "cluster_metadata" | "listener_direction"
-            | "listener_metadata" | "route_name" | "route_metadata"
+            "node"
+            | "cluster_name"
+            | "cluster_metadata"
+            | "listener_direction"
+            | "listener_metadata"
+            | "route_name"
+            | "route_metadata"
             | "upstream_host_metadata"
                 if !setting =>
             {
@@ -593,7 +612,10 @@ pub(crate) fn kong_worker_exit_log(
             lines.push(initializing("unknown error"));
         }
         HostError::StartTrap { phase, message, .. } => {
-            lines.push((LogLevel::Error, format!("[error] [wasm] {phase}: {message}")));
+            lines.push((
+                LogLevel::Error,
+                format!("[error] [wasm] {phase}: {message}"),
+            ));
             let ecode = match *phase {
                 "_initialize" => "unknown error",
                 "on_context_create" => "on_context_create internal failure",

@@ -8,6 +8,11 @@ pub(super) enum Stage {
     RequestHeaders,
     AwaitRequestHeaders,
     RequestBody,
+    /// Envoy: the end-of-stream body callback after the data callback.
+    RequestBodyEnd {
+        /// The data callback paused: Envoy buffered the body.
+        buffered: bool,
+    },
     AwaitRequestBody,
     Proxy,
     AwaitUpstream(CallId),
@@ -27,6 +32,7 @@ impl Stage {
             self,
             Stage::RequestHeaders
                 | Stage::RequestBody
+                | Stage::RequestBodyEnd { .. }
                 | Stage::Proxy
                 | Stage::ResponseHeaders
                 | Stage::ResponseBody
@@ -58,6 +64,9 @@ pub(super) struct Flight {
     /// connection is dropped when the response is written
     /// ([`crate::profile::Profile::failed_dispatch_local_response_drops`]).
     pub(super) drop_on_write: bool,
+    /// The request headers were paused and resumed: the host buffered the whole
+    /// body meanwhile, so it comes in one end-of-stream callback.
+    pub(super) body_held: bool,
     pub(super) response: Option<ClientResponse>,
     pub(super) stats: RequestStats,
 }

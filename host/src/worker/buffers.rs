@@ -47,7 +47,10 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                     if stream.req_body.is_empty() {
                         return Ok(status::NOT_FOUND);
                     }
-                    stream.req_body.clone()
+                    // Envoy: only the chunk (or the buffered part) of this
+                    // callback; nothing yet in request headers (an empty Ok).
+                    let visible = stream.req_body_visible.unwrap_or(stream.req_body.len());
+                    stream.req_body[..visible.min(stream.req_body.len())].to_vec()
                 }
                 BufferType::ResponseBody => match state.streams.get(&state.effective) {
                     Some(s) if s.has_response && !s.resp_body.is_empty() => s.resp_body.clone(),

@@ -95,9 +95,13 @@ impl Worker {
         let mut linker = wasmtime::Linker::new(engine);
         imports::link(&mut linker, module, &mut store).map_err(load)?;
         store.set_fuel(settings.fuel_per_callback).map_err(load)?;
-        let instance = linker
-            .instantiate(&mut store, module)
-            .map_err(|e| HostError::Load(format!("instantiating: {}", describe(&e))))?;
+        let instance = linker.instantiate(&mut store, module).map_err(|e| {
+            HostError::Load(format!(
+                "failed instantiating \"{}\" module: {}",
+                settings.filter_name,
+                describe(&e)
+            ))
+        })?;
         let mut worker = Worker { store, instance };
         let start_trap = |t: TrapInfo| HostError::StartTrap {
             worker: index,

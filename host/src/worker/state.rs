@@ -15,6 +15,9 @@ pub(crate) struct Stream {
     pub req_headers: Vec<(String, String)>,
     pub req_body: Vec<u8>,
     pub req_body_spilled: bool,
+    /// Envoy: how many bytes of the request body `get_http_request_body` sees now
+    /// (the current chunk, or what was buffered); None: the whole body (Kong).
+    pub req_body_visible: Option<usize>,
     pub req_trailers: Vec<(String, String)>,
     pub resp_headers: Vec<(String, String)>,
     pub resp_body: Vec<u8>,
