@@ -264,11 +264,11 @@ pub(crate) enum ImportError {
     /// No host function by that name.
     Missing { module: String, name: String },
     /// The name exists with another signature: `expected` is the module's
-    /// import, `found` the host's declaration.
+    /// import (parameter and result types as text), `found` the host's declaration.
     Mismatch {
         module: String,
         name: String,
-        expected: FuncType,
+        expected: Box<(Vec<&'static str>, Vec<&'static str>)>,
         found: HostFunc,
     },
 }
@@ -308,7 +308,7 @@ impl Profile {
                         return Err(ImportError::Mismatch {
                             module: m.to_string(),
                             name: name.to_string(),
-                            expected: ty,
+                            expected: Box::new((type_names(ty.params()), type_names(ty.results()))),
                             found: host,
                         });
                     }
@@ -414,10 +414,7 @@ impl ImportError {
             ) => format!(
                 "failed instantiating \"{module_name}\" module: incompatible import type for \
                  `{module}::{name}`\nCaused by: types incompatible: expected type `{}`, found type `{}`",
-                wat_type(
-                    &type_names(expected.params()),
-                    &type_names(expected.results())
-                ),
+                wat_type(&expected.0, &expected.1),
                 wat_type(&decl_names(found.params), &decl_names(found.results)),
             ),
             (ImportError::Missing { module, name }, Profile::Envoy) => format!(
@@ -442,8 +439,8 @@ impl ImportError {
                 format!(
                     "Failed to load Wasm module due to an import type mismatch: {module}.{name}, \
                      want: {} -> {}, but host exports: {} -> {}",
-                    v8(type_names(expected.params())),
-                    v8(type_names(expected.results())),
+                    v8(expected.0.clone()),
+                    v8(expected.1.clone()),
                     v8(decl_names(found.params)),
                     v8(decl_names(found.results)),
                 )

@@ -147,3 +147,15 @@ fn live_ticks_follow_real_time() {
     let ticks = gw.with_gateway(|g| markers(g, "probe on_tick").len());
     assert!(ticks >= 3, "{ticks}");
 }
+
+#[test]
+fn live_clients_of_an_exited_kong_worker_hang() {
+    // Kong: a rejected configuration kills the worker for good; nginx still
+    // accepts connections and nothing answers them (issue #11).
+    let gw = LiveGateway::start(
+        builder(Profile::Kong, json!({"reject": []})),
+        LiveOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(get_raw(&gw, "/", Duration::from_millis(500)), None);
+}

@@ -19,7 +19,7 @@ pub(crate) use state::{CallResponse, Effect, Stream, WorkerState};
 
 use crate::gateway::{Node, RequestStats, Settings};
 use crate::module::engine;
-use crate::profile::Phase;
+use crate::profile::{Phase, Profile};
 use crate::HostError;
 use guest::HostTrap;
 use std::collections::HashMap;
@@ -103,10 +103,20 @@ impl Worker {
             ))
         })?;
         let mut worker = Worker { store, instance };
+        let profile = settings.profile;
         let start_trap = |t: TrapInfo| HostError::StartTrap {
             worker: index,
             phase: t.phase.name(),
-            message: t.message,
+            // Envoy logs a failed start function this way (wasm_vm.cc; seen on
+            // Envoy 1.40.0: "Function: _initialize failed: Uncaught Error:
+            // restricted_callback").
+            message: match (profile, t.phase) {
+                (Profile::Envoy, Phase::Init) => format!(
+                    "Function: _initialize failed: Uncaught Error: {}",
+                    t.message
+                ),
+                _ => t.message,
+            },
         };
         for init in ["_initialize", "_start"] {
             if worker.has_export(init) {
