@@ -19,6 +19,7 @@ fn old_filter_does_not_instantiate_on_kong() {
         .build()
         .unwrap();
     let reason = gw.exited(0).expect("the worker exited").to_string();
+    eprintln!("Kong: {reason}");
     assert!(
         reason.contains("incompatible import type for `env::proxy_get_log_level`"),
         "{reason}"
@@ -38,5 +39,6 @@ fn old_filter_does_not_load_on_envoy() {
         .build()
         .err()
         .expect("refused");
+    eprintln!("Envoy: {err}");
     assert!(err.to_string().contains("restricted_callback"), "{err}");
 }
