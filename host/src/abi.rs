@@ -8,6 +8,7 @@ pub mod status {
     pub const BAD_ARGUMENT: i32 = 2;
     pub const SERIALIZATION_FAILURE: i32 = 3;
     pub const CAS_MISMATCH: i32 = 8;
+    pub const INTERNAL_FAILURE: i32 = 10;
     pub const INVALID_MEMORY_ACCESS: i32 = 11;
     pub const UNIMPLEMENTED: i32 = 12;
 }

@@ -46,13 +46,26 @@ fn memo() -> &'static Mutex<HashMap<PathBuf, Result<PathBuf, BuildError>>> {
 /// `target/wasm/<name>/` and returns the path of its `.wasm` (the single cdylib
 /// the project produces).
 pub fn cargo_wasm(manifest_dir: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
+    cargo_wasm_with(manifest_dir, &[])
+}
+
+/// [`cargo_wasm`] with cargo features enabled; each feature set builds into its
+/// own `target/wasm/<name>-<feature>-.../`, so variants never overwrite each other.
+pub fn cargo_wasm_with(
+    manifest_dir: impl AsRef<Path>,
+    features: &[&str],
+) -> Result<PathBuf, BuildError> {
     let dir = manifest_dir.as_ref().to_path_buf();
-    let name = dir
+    let mut name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "module".to_string());
+    for f in features {
+        name.push('-');
+        name.push_str(f);
+    }
     let target_dir = target_root().join("wasm").join(&name);
-    build_memoised(&dir, &target_dir, None)
+    build_memoised(&dir, &target_dir, None, features)
 }
 
 /// Builds the workspace's filter (package `kong-retry`) for wasm32-wasip1 and
@@ -60,15 +73,22 @@ pub fn cargo_wasm(manifest_dir: impl AsRef<Path>) -> Result<PathBuf, BuildError>
 pub fn filter_wasm() -> Result<PathBuf, BuildError> {
     let root = workspace_root();
     let target_dir = target_root().join("wasm").join("filter");
-    build_memoised(&root, &target_dir, Some("kong-retry"))
+    build_memoised(&root, &target_dir, Some("kong-retry"), &[])
 }
 
 /// The probe fixture filter used by the host's own tests.
 pub fn probe_wasm() -> Result<PathBuf, BuildError> {
-    cargo_wasm(
+    probe_wasm_with(&[])
+}
+
+/// A variant of the probe fixture with cargo features (see its Cargo.toml), e.g.
+/// `start-log-level` for a module that makes a host call during `_initialize`.
+pub fn probe_wasm_with(features: &[&str]) -> Result<PathBuf, BuildError> {
+    cargo_wasm_with(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join("probe"),
+        features,
     )
 }
 
@@ -76,18 +96,20 @@ fn build_memoised(
     dir: &Path,
     target_dir: &Path,
     package: Option<&str>,
+    features: &[&str],
 ) -> Result<PathBuf, BuildError> {
-    // Holding the memo lock serialises builds within this process.
+    // Holding the memo lock serialises builds within this process. One target
+    // dir per (project, features), so it is the key.
     let mut memo = memo().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(done) = memo.get(dir) {
+    if let Some(done) = memo.get(target_dir) {
         return done.clone();
     }
-    let result = build(dir, target_dir, package);
-    memo.insert(dir.to_path_buf(), result.clone());
+    let result = build(dir, target_dir, package, features);
+    memo.insert(target_dir.to_path_buf(), result.clone());
     result
 }
 
-fn command_line(dir: &Path, target_dir: &Path, package: Option<&str>) -> String {
+fn command_line(dir: &Path, target_dir: &Path, package: Option<&str>, features: &[&str]) -> String {
     let mut s = format!(
         "cd {} && cargo build --release --target {TARGET} --target-dir {}",
         dir.display(),
@@ -96,11 +118,19 @@ fn command_line(dir: &Path, target_dir: &Path, package: Option<&str>) -> String 
     if let Some(p) = package {
         s.push_str(&format!(" -p {p} --lib"));
     }
+    if !features.is_empty() {
+        s.push_str(&format!(" --features {}", features.join(",")));
+    }
     s
 }
 
-fn build(dir: &Path, target_dir: &Path, package: Option<&str>) -> Result<PathBuf, BuildError> {
-    let command = command_line(dir, target_dir, package);
+fn build(
+    dir: &Path,
+    target_dir: &Path,
+    package: Option<&str>,
+    features: &[&str],
+) -> Result<PathBuf, BuildError> {
+    let command = command_line(dir, target_dir, package, features);
     let fail = |message: String| BuildError {
         message,
         command: command.clone(),
@@ -125,6 +155,9 @@ fn build(dir: &Path, target_dir: &Path, package: Option<&str>) -> Result<PathBuf
         .env_remove("CARGO_BUILD_TARGET");
     if let Some(p) = package {
         cmd.args(["-p", p, "--lib"]);
+    }
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
     }
     let output = cmd
         .output()

@@ -247,6 +247,9 @@ pub enum Source {
     Upstream,
     /// The gateway itself: an error page for a failed forward, or the 500/503 after a trap.
     Gateway,
+    /// No response: the gateway closed the connection (status 0, no headers, no
+    /// body; a client sees e.g. Python's `RemoteDisconnected`).
+    Dropped,
 }
 
 /// The response the client finally sees.
@@ -266,6 +269,23 @@ pub struct ClientResponse {
 }
 
 impl ClientResponse {
+    /// The connection closed without a response.
+    pub(crate) fn dropped() -> Self {
+        ClientResponse {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            source: Source::Dropped,
+            trapped: false,
+            framing_error: false,
+        }
+    }
+
+    /// Whether the client got no response at all (the connection was closed).
+    pub fn is_dropped(&self) -> bool {
+        self.source == Source::Dropped
+    }
+
     /// First value of a header, case-insensitive.
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)

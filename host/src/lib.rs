@@ -7,6 +7,7 @@
 mod abi;
 pub mod build;
 mod gateway;
+mod host_imports;
 mod http;
 pub mod live;
 mod module;
@@ -30,8 +31,13 @@ pub enum HostError {
     #[error("module does not implement proxy-wasm ABI 0.2.x: {0}")]
     Abi(String),
     /// `_initialize`/`_start` or a root-context callback trapped.
-    #[error("module trapped during start-up of worker {worker}: {message}")]
-    StartTrap { worker: usize, message: String },
+    #[error("module trapped during start-up of worker {worker} in {phase}: {message}")]
+    StartTrap {
+        worker: usize,
+        /// The callback that trapped, e.g. `_initialize` or `on_configure`.
+        phase: &'static str,
+        message: String,
+    },
     /// `proxy_on_vm_start` returned false.
     #[error("on_vm_start returned false (logs: {logs:?})")]
     VmStart { logs: Vec<String> },
@@ -51,6 +57,11 @@ pub enum HostError {
         steps: usize,
         reason: String,
     },
+    /// Kong: the request can never be answered, because the worker it was sent
+    /// to exited at start-up and nginx does not respawn it (the real host accepts
+    /// the connection and the client waits until it gives up).
+    #[error("request {request:?} hangs: {reason}")]
+    Hung { request: RequestId, reason: String },
     /// Live mode: socket or runtime failure.
     #[error("live mode: {0}")]
     Live(String),

@@ -200,7 +200,7 @@ async fn accept_loop(listener: TcpListener, state: State, options: Arc<LiveOptio
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let options = options.clone();
-                async move { Ok::<_, std::convert::Infallible>(serve(state, options, req).await) }
+                async move { serve(state, options, req).await }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -209,15 +209,28 @@ async fn accept_loop(listener: TcpListener, state: State, options: Arc<LiveOptio
     }
 }
 
+/// The gateway closed the connection without a response (`Source::Dropped`):
+/// hyper closes the connection when the service fails.
+#[derive(Debug)]
+struct ConnectionDropped;
+
+impl std::fmt::Display for ConnectionDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the gateway dropped the connection")
+    }
+}
+
+impl std::error::Error for ConnectionDropped {}
+
 async fn serve(
     state: State,
     options: Arc<LiveOptions>,
     req: hyper::Request<Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> Result<hyper::Response<Full<Bytes>>, ConnectionDropped> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes().to_vec(),
-        Err(_) => return plain(400, "bad request body"),
+        Err(_) => return Ok(plain(400, "bad request body")),
     };
     let path = parts
         .uri
@@ -244,9 +257,12 @@ async fn serve(
         s.waiting.insert(rid, tx);
     }
     settle(&state, &options);
+    // A request sent to an exited Kong worker never completes: the client
+    // waits, as on the real host.
     match rx.await {
-        Ok(resp) => to_hyper(resp),
-        Err(_) => plain(500, "gateway stopped"),
+        Ok(resp) if resp.is_dropped() => Err(ConnectionDropped),
+        Ok(resp) => Ok(to_hyper(resp)),
+        Err(_) => Ok(plain(500, "gateway stopped")),
     }
 }
 

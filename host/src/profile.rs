@@ -1,7 +1,9 @@
 //! The rules that differ between Kong (ngx_wasm_module) and Envoy. Each rule
 //! cites where it comes from; host/README.md lists the sources.
 
+use crate::gateway::LogLevel;
 use crate::http::Failure;
+use crate::HostError;
 
 /// Which host's rules a gateway follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,6 +17,9 @@ pub enum Profile {
 /// The callback a worker is running (ngx_wasm_module calls these "steps").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
+    /// `_initialize` / `_start`: the module's own start-up, before any context.
+    Init,
+    /// The root context's `proxy_on_context_create`.
     Start,
     VmStart,
     Configure,
@@ -32,7 +37,8 @@ impl Phase {
     /// The ABI callback name, for trap records and logs.
     pub fn name(self) -> &'static str {
         match self {
-            Phase::Start => "_initialize",
+            Phase::Init => "_initialize",
+            Phase::Start => "on_context_create",
             Phase::VmStart => "on_vm_start",
             Phase::Configure => "on_configure",
             Phase::RequestHeaders => "on_request_headers",
@@ -62,6 +68,19 @@ pub enum LocalResponseRule {
     Trap(&'static str),
 }
 
+/// How the host treats a property path (see [`Profile::property_rule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyRule {
+    /// Look it up (defaults, the builder's, the filter's own, the request's).
+    Lookup,
+    /// Logged as an error with this text; the call returns InternalFailure.
+    ScopedOutsideRequest(&'static str),
+    /// Logged at alert level as not yet implemented; NotFound.
+    NotYetImplemented,
+    /// Logged as an error "property not supported"; NotFound.
+    NotSupported,
+}
+
 /// What `set_shared_data` does with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedWrite {
@@ -72,6 +91,21 @@ pub enum SharedWrite {
 }
 
 impl Profile {
+    /// Whether a proxy-wasm host call may run in `phase` (`log`: it is `proxy_log`).
+    /// Envoy: proxy-wasm-cpp-host src/wasm.cc `WasmBase::startVm` restricts the
+    /// callbacks during `_initialize`/`_start` to `env.proxy_log` and a list of WASI
+    /// functions; any other call traps in src/v8/v8.cc with "restricted_callback"
+    /// and the VM fails to start (seen on Envoy 1.40.0 with the filter at 6ffdbba:
+    /// `Function: _initialize failed: Uncaught Error: restricted_callback`).
+    /// Kong: no such restriction in ngx_wasm_module (`_start`/`_initialize` run
+    /// inside `ngx_wavm_instance_create`, src/wasm/vm/ngx_wavm.c).
+    pub fn host_call_allowed(self, phase: Phase, log: bool) -> Result<(), &'static str> {
+        match (self, phase) {
+            (Profile::Envoy, Phase::Init) if !log => Err("restricted_callback"),
+            _ => Ok(()),
+        }
+    }
+
     /// Kong: ngx_wasm_module src/common/proxy_wasm/ngx_proxy_wasm_host.c,
     /// `ngx_proxy_wasm_hfuncs_dispatch_http_call` allows only the steps
     /// REQ_HEADERS, REQ_BODY, TICK and DISPATCH_RESPONSE; anything else traps
@@ -86,12 +120,13 @@ impl Profile {
                 }
                 _ => Err(
                     "can only send HTTP dispatch during \"on_request_headers\", \
-                          \"on_request_body\", \"on_dispatch_response\", \"on_tick\"",
+                     \"on_request_body\", \"on_tick\", \"on_dispatch_response\", \
+                     \"on_foreign_function\"",
                 ),
             },
             Profile::Envoy => match phase {
                 // A dispatch needs a running instance; during start-up there is none yet.
-                Phase::Start => Err("dispatch during module start"),
+                Phase::Init | Phase::Start => Err("dispatch during module start"),
                 _ => Ok(()),
             },
         }
@@ -124,16 +159,30 @@ impl Profile {
     /// body is read in the content phase, after it, so `on_request_body` comes
     /// only once the filter resumes. (A Pause in Kong's response headers does not
     /// wait at all, see [`Profile::pause_waits`].)
-    /// Envoy (envoy/http/filter.h `FilterHeadersStatus::StopIteration`, to which
-    /// context.cc maps the SDK's Pause; filter_manager.cc `decodeData`/`encodeData`
-    /// skip only filters that stopped *all* iteration): the headers stop for the
-    /// following filters, but the body still reaches this filter, and a Continue
-    /// from its body callback resumes the stream, headers first.
+    /// Envoy, seen on Envoy 1.40.0 with the probe fixture: a Pause in
+    /// `on_http_request_headers` of a POST with a 3-byte body never brought
+    /// `on_http_request_body` (the client timed out); resumed from a dispatch
+    /// callback, the body came in one callback (size 6, end_of_stream true). A
+    /// Pause in `on_http_response_headers` likewise never brought
+    /// `on_http_response_body`.
     pub fn headers_pause_holds_body(self) -> bool {
-        match self {
-            Profile::Kong => true,
-            Profile::Envoy => false,
-        }
+        true
+    }
+
+    /// Envoy delivers a request body as data callbacks and then an end-of-stream
+    /// callback (seen on Envoy 1.40.0 with the probe fixture): "abc" gave
+    /// `on_http_request_body(3, false)` then `(0, true)`; 6000 chunked bytes gave
+    /// 1000, 2000, 3000 (false) then 0 (true); 1 MiB gave 1048479, 97, then 0. A
+    /// callback that returns Pause makes Envoy buffer: the next callbacks report
+    /// the bytes buffered so far (1000, 3000, 6000, then 6000 with
+    /// end_of_stream) and `get_http_request_body` returns all of them; after a
+    /// Continue a callback sees only its own chunk (the end-of-stream callback:
+    /// none). In `on_http_request_headers` the body reads as empty (status Ok).
+    /// The host models one data callback with the whole body, then the
+    /// end-of-stream callback. Kong: one callback, whole body, end_of_stream true
+    /// (BRIEF, real host).
+    pub fn request_body_in_two_callbacks(self) -> bool {
+        self == Profile::Envoy
     }
 
     /// Kong, seen on the real host (BRIEF): `on_http_request_headers` always gets
@@ -255,6 +304,28 @@ impl Profile {
         out.retain(|(k, _)| k != "content-length");
         out.push(("content-length".to_string(), body_len.to_string()));
         out
+    }
+
+    /// Whether a local response sent from the `on_http_call_response` of a
+    /// dispatch that failed (timeout, refused, reset: no response) reaches the
+    /// client as a dropped connection.
+    /// Kong: seen on the real host (nginx 1.27.4 + ngx_wasm_module 3bed278 +
+    /// Wasmtime 26, issue #11): every attempt timing out (per-try timeout 300 ms,
+    /// 2–3 hanging attempts), and a reset followed by three refused connections,
+    /// gave the client `RemoteDisconnected` and the error log `[alert] zero size
+    /// buf in writer t:1 r:0 f:0`; a local response from the callback of a
+    /// dispatch that got a response (any status) reached the client. Mechanism
+    /// (from the source, not proven): on a failed call
+    /// src/http/proxy_wasm/ngx_http_proxy_wasm_dispatch.c
+    /// `ngx_http_proxy_wasm_dispatch_resume_handler` runs the callback from
+    /// `ngx_http_proxy_wasm_dispatch_err(call, 1)` and returns NGX_ERROR, so the
+    /// step is never resumed (`if (rc != NGX_ERROR) ngx_proxy_wasm_resume(..)`),
+    /// while the stashed body (src/http/ngx_http_wasm_local_response.c, a chain
+    /// link reused from `rctx->free_bufs`) is flushed later; "t:1 r:0 f:0" with
+    /// zero size is the state `ngx_wasm_chain_get_free_buf` leaves a reused buffer
+    /// in. Envoy: no such defect seen.
+    pub fn failed_dispatch_local_response_drops(self) -> bool {
+        self == Profile::Kong
     }
 
     /// Kong: the dispatch upstream is `host[:port]` (ngx_http_proxy_wasm_dispatch.c
@@ -392,13 +463,67 @@ impl Profile {
     }
 
     /// Kong: ngx_proxy_wasm_host.c `ngx_proxy_wasm_hfuncs_set_tick_period` traps
-    /// "can only set tick_period in root context" and "tick_period already set".
+    /// "can only set tick_period in root context" (a call from an HTTP context,
+    /// `rexec->root_id != NGX_PROXY_WASM_ROOT_CTX_ID`) and, when a nonzero period
+    /// is already set, "tick_period already set" (`period && rexec->tick_period`:
+    /// setting 0 is always accepted). Both via `ngx_proxy_wasm_result_trap(..,
+    /// NGX_WAVM_OK)`: the trap message is the text alone, no "host trap" prefix.
     /// Envoy: the period applies to the root context and may be changed.
-    pub fn tick_period_rule(self, from_root: bool, already_set: bool) -> Result<(), &'static str> {
+    pub fn tick_period_rule(
+        self,
+        from_root: bool,
+        already_set: bool,
+        period: u32,
+    ) -> Result<(), &'static str> {
         match self {
             Profile::Kong if !from_root => Err("can only set tick_period in root context"),
-            Profile::Kong if already_set => Err("tick_period already set"),
+            Profile::Kong if already_set && period != 0 => Err("tick_period already set"),
             _ => Ok(()),
+        }
+    }
+
+    /// How the host answers a property read (or write) of `dotted` (the path with
+    /// its NUL separators as dots) from a root context (`in_root`: on_vm_start,
+    /// on_configure, on_tick, a root context's on_http_call_response).
+    /// Kong: src/common/proxy_wasm/ngx_proxy_wasm_properties.c
+    /// `ngx_proxy_wasm_properties_get`: outside a request (no request context or
+    /// a fake one) any path containing '.' logs `[error] cannot get scoped
+    /// properties outside of a request` and is NGX_ERROR without a message, which
+    /// `ngx_proxy_wasm_hfuncs_get_property` (ngx_proxy_wasm_host.c) returns as
+    /// InternalFailure (10); `..._set` likewise "cannot set scoped properties".
+    /// Its table answers `plugin_name` and `plugin_root_id`, logs `plugin_vm_id` as
+    /// `NYI - "plugin_vm_id" property` (NGX_LOG_WASM_NYI = NGX_LOG_ALERT, src/wasm/ngx_wasm.h)
+    /// and `node`, `cluster_name`, `cluster_metadata`, `listener_direction`,
+    /// `listener_metadata`, `route_name`, `route_metadata`, `upstream_host_metadata`
+    /// as `"<name>" property not supported` (error); both NotFound (NGX_DECLINED)
+    /// (t/03-proxy_wasm/hfuncs/117-proxy_properties_get.t).
+    /// Envoy: no such rule (context.cc `getProperty`).
+    pub fn property_rule(self, dotted: &str, in_root: bool, setting: bool) -> PropertyRule {
+        if self != Profile::Kong {
+            return PropertyRule::Lookup;
+        }
+        if in_root && dotted.contains('.') {
+            return PropertyRule::ScopedOutsideRequest(if setting {
+                "cannot set scoped properties outside of a request"
+            } else {
+                "cannot get scoped properties outside of a request"
+            });
+        }
+        match dotted {
+            "plugin_vm_id" if !setting => PropertyRule::NotYetImplemented,
+            "node"
+            | "cluster_name"
+            | "cluster_metadata"
+            | "listener_direction"
+            | "listener_metadata"
+            | "route_name"
+            | "route_metadata"
+            | "upstream_host_metadata"
+                if !setting =>
+            {
+                PropertyRule::NotSupported
+            }
+            _ => PropertyRule::Lookup,
         }
     }
 
@@ -444,4 +569,68 @@ impl Profile {
             (_, t) => u64::from(t),
         }
     }
+
+    /// Whether a start-up failure leaves the gateway running without that
+    /// worker. Kong: `ngx_http_wasm_init_process` (src/http/ngx_http_wasm_module.c)
+    /// returns NGX_ERROR when a plan fails to load (link) or a filter fails to
+    /// start (`ngx_proxy_wasm_start`, src/common/proxy_wasm/ngx_proxy_wasm.c), the
+    /// worker exits with fatal code 2 and the master does not respawn it; nginx
+    /// keeps its listening sockets, so clients connect and hang (seen on the real
+    /// host, issue #11). Envoy: a plugin that fails to load fails the
+    /// configuration, and Envoy with a static bootstrap does not start (issue #10).
+    pub fn start_failure_kills_worker(self) -> bool {
+        self == Profile::Kong
+    }
+}
+
+/// The error-log lines Kong writes when a worker's start-up fails, ending with
+/// the master's "cannot be respawned". Sources: src/wasm/vm/ngx_wavm.c
+/// (`ngx_wavm_module_link`: "failed importing ... missing host function",
+/// "failed linking ..."; `ngx_wavm_instance_create`: "failed instantiating ...
+/// module"), src/common/proxy_wasm/ngx_proxy_wasm.c `ngx_proxy_wasm_start`
+/// ("failed initializing \"<filter>\" filter" with the ecode text of
+/// ngx_proxy_wasm_util.c `ngx_proxy_wasm_errlist`), and the issue #11 log.
+pub(crate) fn kong_worker_exit_log(
+    worker: usize,
+    error: &HostError,
+    filter: &str,
+) -> Vec<(LogLevel, String)> {
+    let mut lines = Vec::new();
+    let initializing = |ecode: &str| {
+        (
+            LogLevel::Critical,
+            format!("[emerg] [proxy-wasm] failed initializing \"{filter}\" filter ({ecode})"),
+        )
+    };
+    match error {
+        // Linking fails before any filter starts: no "failed initializing" line.
+        HostError::Load(m) if m.starts_with("failed importing") => {
+            lines.push((LogLevel::Error, format!("[error] [wasm] {m}")));
+        }
+        HostError::Load(m) => {
+            lines.push((LogLevel::Error, format!("[error] [wasm] {m}")));
+            lines.push(initializing("unknown error"));
+        }
+        HostError::StartTrap { phase, message, .. } => {
+            lines.push((
+                LogLevel::Error,
+                format!("[error] [wasm] {phase}: {message}"),
+            ));
+            let ecode = match *phase {
+                "_initialize" => "unknown error",
+                "on_context_create" => "on_context_create internal failure",
+                "on_vm_start" => "on_vm_start failure",
+                _ => "on_configure failure",
+            };
+            lines.push(initializing(ecode));
+        }
+        HostError::VmStart { .. } => lines.push(initializing("on_vm_start failure")),
+        HostError::Configure { .. } => lines.push(initializing("on_configure failure")),
+        other => lines.push((LogLevel::Error, format!("[error] {other}"))),
+    }
+    lines.push((
+        LogLevel::Critical,
+        format!("[alert] worker process {worker} exited with fatal code 2 and cannot be respawned"),
+    ));
+    lines
 }

@@ -33,11 +33,36 @@ fn garbage_bytes_are_a_load_error() {
     assert!(matches!(err, HostError::Load(_)), "{err}");
 }
 
+/// Kong: a worker whose start-up fails exits and is not respawned; the gateway
+/// runs on without it and its requests hang. The reason, from its error log.
+fn kong_exit_reason(wat: &str) -> String {
+    let module = WasmModule::from_bytes(wat.as_bytes()).unwrap();
+    let mut gw = Gateway::builder(Profile::Kong, &module).build().unwrap();
+    let reason = gw.exited(0).expect("the worker exited").to_string();
+    let err = gw
+        .run(Request::new("GET", "/"), |_| Reply::status(200))
+        .unwrap_err();
+    assert!(matches!(err, HostError::Hung { .. }), "{err}");
+    reason
+}
+
 #[test]
 fn trap_in_initialize_is_reported() {
     let wat = format!(r#"(module {ABI} (func (export "_initialize") unreachable))"#);
-    let err = start_error(Profile::Kong, &wat);
-    assert!(matches!(err, HostError::StartTrap { .. }), "{err}");
+    let err = start_error(Profile::Envoy, &wat);
+    assert!(
+        matches!(
+            err,
+            HostError::StartTrap {
+                phase: "_initialize",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let reason = kong_exit_reason(&wat);
+    assert!(reason.contains("(unknown error)"), "{reason}");
+    assert!(reason.contains("cannot be respawned"), "{reason}");
 }
 
 #[test]
@@ -46,8 +71,9 @@ fn four_gib_memory_request_is_a_load_error() {
       (memory (export "memory") 65536)
       (func (export "proxy_abi_version_0_2_1"))
       (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))"#;
-    let err = start_error(Profile::Kong, wat);
+    let err = start_error(Profile::Envoy, wat);
     assert!(matches!(err, HostError::Load(_)), "{err}");
+    assert!(kong_exit_reason(wat).contains("failed instantiating"));
 }
 
 #[test]

@@ -20,10 +20,9 @@ fn delayed_answer_after_timeout_loses_to_the_timeout() {
             Reply::status(200).body("late").after_ms(150)
         })
         .unwrap();
-    assert_eq!(
-        ex.response.status, 502,
-        "probe answers 502 when the call failed"
-    );
+    // The probe answers 502 from the failed call's callback, which Kong
+    // delivers as a dropped connection (kong_rules.rs).
+    assert!(ex.response.is_dropped(), "{:?}", ex.response);
     assert_eq!(gw.now_ms(), 100);
     assert!(gw.log_contains("dispatch_status=Some(\"timeout\")"));
 }

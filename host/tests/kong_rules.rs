@@ -313,23 +313,29 @@ fn failed_dispatch_reports_dispatch_status_and_no_headers() {
         Profile::Kong,
         json!({
             "on_request_headers": [{"op": "dispatch", "timeout_ms": 500}, {"op": "pause"}],
-            "on_http_call_response": [{"op": "local", "status": 502, "body": "failed"}]
+            "on_http_call_response": [{"op": "resume"}]
         }),
     );
-    // Timeout from the fake clock.
+    // Timeout from the fake clock: the callback runs at 500 ms, not before.
     let rid = gw.send(0, Request::new("GET", "/"));
     gw.advance(499);
-    assert!(gw.response(rid).is_none());
+    assert!(!gw.log_contains("probe on_http_call_response"));
     gw.advance(1);
-    assert_eq!(gw.response(rid).unwrap().status, 502);
     assert!(gw.log_contains("headers=0 body=0 status=None dispatch_status=Some(\"timeout\")"));
+    let forward = gw.pending()[0].id;
+    gw.answer(forward, ok("native")).unwrap();
+    assert_eq!(gw.response(rid).unwrap().body, b"native");
     // Refused.
     let ex = gw
-        .run(Request::new("GET", "/"), |_| {
-            Reply::failure(Failure::Refused)
+        .run(Request::new("GET", "/"), |call| {
+            if call.is_dispatch() {
+                Reply::failure(Failure::Refused)
+            } else {
+                ok("native")
+            }
         })
         .unwrap();
-    assert_eq!(ex.response.status, 502);
+    assert_eq!(ex.response.status, 200);
     assert!(gw.log_contains("dispatch_status=Some(\"broken connection\")"));
     // Success: :status and :dispatch_status ok.
     let _ = gw.run(Request::new("GET", "/"), |_| ok("x")).unwrap();
@@ -498,25 +504,46 @@ fn tick_period_is_root_only_and_settable_once_ticks_fire_per_worker() {
     let ticks = markers(&gw, "probe on_tick").len();
     assert_eq!(ticks, 4, "2 workers × 2 periods");
 
-    // Second set traps.
-    let gw2 = builder(
+    // A second nonzero period traps in on_configure: the worker exits for good.
+    let gw2 = gateway(
         Profile::Kong,
         json!({"on_configure": [{"op": "tick_period", "ms": 100}, {"op": "tick_period", "ms": 50}]}),
-    )
-    .build();
-    let err = gw2.err().expect("configure traps");
-    assert!(err.to_string().contains("tick_period already set"), "{err}");
+    );
+    let exit = gw2.exited(0).expect("the worker exited");
+    assert!(exit.contains("tick_period already set"), "{exit}");
+    assert!(exit.contains("(on_configure failure)"), "{exit}");
+    // Setting 0 is always accepted (`period && rexec->tick_period`).
+    let gw4 = gateway(
+        Profile::Kong,
+        json!({"on_configure": [{"op": "tick_period", "ms": 100}, {"op": "tick_period", "ms": 0}]}),
+    );
+    assert!(gw4.exited(0).is_none());
+    assert_eq!(gw4.tick_period(0), None);
 
-    // From a request context: traps.
+    // From a request context: traps, with the host's words and no prefix
+    // (ngx_proxy_wasm_result_trap(.., NGX_WAVM_OK)).
     let mut gw3 = gateway(
         Profile::Kong,
         json!({"on_request_headers": [{"op": "tick_period", "ms": 10}]}),
     );
     let ex = gw3.run(Request::new("GET", "/"), |_| ok("")).unwrap();
     assert!(ex.response.trapped);
-    assert!(gw3.traps()[0]
-        .message
-        .contains("can only set tick_period in root context"));
+    assert_eq!(
+        gw3.traps()[0].message,
+        "can only set tick_period in root context"
+    );
+    // The same call from the root context's tick and call response is allowed.
+    let mut root = gateway(
+        Profile::Kong,
+        json!({"on_configure": [{"op": "tick_period", "ms": 100}],
+               "on_tick": [{"op": "dispatch"}],
+               "on_http_call_response": [{"op": "tick_period", "ms": 0}]}),
+    );
+    root.advance(100);
+    let call = root.pending()[0].id;
+    root.answer(call, ok("x")).unwrap();
+    assert!(root.traps().is_empty(), "{:?}", root.traps());
+    assert_eq!(root.tick_period(0), None);
 }
 
 #[test]

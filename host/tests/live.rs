@@ -47,17 +47,24 @@ fn free_port_refusing() -> String {
     addr
 }
 
-/// GET through the gateway: (status, body).
-fn get(gw: &LiveGateway, path: &str) -> (u16, Vec<u8>) {
+/// GET through the gateway: every byte the client receives before the
+/// connection closes (or `timeout` passes: then `None`).
+fn get_raw(gw: &LiveGateway, path: &str, timeout: Duration) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect(gw.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw).ok()?;
+    Some(raw)
+}
+
+/// GET through the gateway: (status, body).
+fn get(gw: &LiveGateway, path: &str) -> (u16, Vec<u8>) {
+    let raw = get_raw(gw, path, Duration::from_secs(10)).expect("a response within 10 s");
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
@@ -103,8 +110,12 @@ fn live_failures_map_to_dispatch_status() {
         "on_http_call_response": [{"op": "local_from_call"}]
     });
     let gw = LiveGateway::start(builder(Profile::Kong, script), LiveOptions::default()).unwrap();
-    assert_eq!(get(&gw, "/").0, 502);
+    // Kong: the local response of a failed dispatch's callback is a dropped
+    // connection: the client reads nothing at all.
+    let raw = get_raw(&gw, "/", Duration::from_secs(10)).expect("closed, not hung");
+    assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
     assert!(gw.with_gateway(|g| g.log_contains("dispatch_status=Some(\"broken connection\")")));
+    assert!(gw.with_gateway(|g| g.log_contains("zero size buf in writer")));
 
     let script = json!({
         "on_request_headers": [{"op": "dispatch", "upstream": "backend", "timeout_ms": 200}, {"op": "pause"}],
@@ -135,4 +146,16 @@ fn live_ticks_follow_real_time() {
     std::thread::sleep(Duration::from_millis(200));
     let ticks = gw.with_gateway(|g| markers(g, "probe on_tick").len());
     assert!(ticks >= 3, "{ticks}");
+}
+
+#[test]
+fn live_clients_of_an_exited_kong_worker_hang() {
+    // Kong: a rejected configuration kills the worker for good; nginx still
+    // accepts connections and nothing answers them (issue #11).
+    let gw = LiveGateway::start(
+        builder(Profile::Kong, json!({"reject": []})),
+        LiveOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(get_raw(&gw, "/", Duration::from_millis(500)), None);
 }

@@ -3,7 +3,7 @@
 
 use super::{Gateway, LogLevel, Node, Slot};
 use crate::module::WasmModule;
-use crate::profile::Profile;
+use crate::profile::{kong_worker_exit_log, Profile};
 use crate::worker::ROOT_ID;
 use crate::HostError;
 use crate::RequestStats;
@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub profile: Profile,
+    /// Kong: the filter's name, its `.wasm` file name without the extension
+    /// (`wasm_filters_path`); `plugin_name` answers it.
+    pub filter_name: String,
     pub plugin_config: Vec<u8>,
     pub vm_config: Vec<u8>,
     /// Later entries win; `None` removes a default property.
@@ -141,12 +144,24 @@ impl GatewayBuilder {
     }
 
     /// Starts every worker: instantiate, `on_vm_start`, `on_configure`.
+    ///
+    /// Envoy: any start-up failure is an error (Envoy does not start). Kong: a
+    /// worker whose start-up fails (an import the host refuses, a trap, or
+    /// `on_vm_start`/`on_configure` returning false) exits for good and the
+    /// gateway is returned without it; its error log says why
+    /// ([`Gateway::exited`]) and every request sent to it hangs
+    /// ([`HostError::Hung`] from [`Gateway::run`]).
     pub fn build(self) -> Result<Gateway, HostError> {
         let mut settings = self.settings;
         let zone = settings
             .shared_data_zone
             .then_some(settings.shared_data_zone_name.as_str());
-        let mut props = default_properties(settings.profile, &settings.upstream, zone);
+        let mut props = default_properties(
+            settings.profile,
+            &settings.upstream,
+            zone,
+            &settings.filter_name,
+        );
         props.append(&mut settings.properties);
         settings.properties = props;
         let settings = Arc::new(settings);
@@ -171,13 +186,30 @@ impl GatewayBuilder {
             root_stats: RequestStats::default(),
             instances_started: 0,
         };
+        let profile = gw.settings.profile;
         for index in 0..self.workers {
-            let worker = gw.start_worker(index, 0)?;
+            let (worker, exited) = match gw.start_worker(index, 0) {
+                Ok(worker) => (Some(worker), None),
+                Err(e) if profile.start_failure_kills_worker() => {
+                    let lines = kong_worker_exit_log(index, &e, &gw.settings.filter_name);
+                    let reason = lines
+                        .iter()
+                        .map(|(_, l)| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    for (level, line) in lines {
+                        gw.host_log(index, level, line);
+                    }
+                    (None, Some(reason))
+                }
+                Err(e) => return Err(e),
+            };
             gw.slots.push(Slot {
-                worker: Some(worker),
+                worker,
                 generation: 0,
                 next_tick_at: None,
                 next_ctx: ROOT_ID + 1,
+                exited,
             });
             gw.reschedule_tick(index);
         }
@@ -191,11 +223,16 @@ impl GatewayBuilder {
 /// `ngx.<var>`; the read-only `kong.configuration.<key>` namespace
 /// (kong/runloop/wasm.lua) shows kong.conf, here only the `shm_kv` zone
 /// (`nginx_wasm_shm_kv_<zone>`, the dynamic key that defines it). Envoy:
-/// `plugin_name`, `plugin_root_id`, `plugin_vm_id`.
+/// `plugin_name`, `plugin_root_id`, `plugin_vm_id`. Kong also answers
+/// `plugin_name` (the filter's name) and `plugin_root_id` ("0": the getter of
+/// ngx_proxy_wasm_properties.c formats an unset `pwctx->root_id`;
+/// t/03-proxy_wasm/hfuncs/117-proxy_properties_get.t TEST 17 expects
+/// `plugin_root_id: 0`), in every context.
 fn default_properties(
     profile: Profile,
     upstream: &str,
     zone: Option<&str>,
+    filter_name: &str,
 ) -> Vec<(Vec<String>, Option<Vec<u8>>)> {
     let p = |path: &[&str], v: &str| {
         (
@@ -228,6 +265,8 @@ fn default_properties(
                 "service": {"id": "5f1c2bcd-0000-4000-8000-000000000002"},
             });
             let mut props = vec![
+                p(&["plugin_name"], filter_name),
+                p(&["plugin_root_id"], "0"),
                 p(&["ngx", "hostname"], "kong-test-host"),
                 p(
                     &["kong", "route_id"],
@@ -262,6 +301,11 @@ impl Gateway {
         GatewayBuilder {
             settings: Settings {
                 profile,
+                filter_name: module
+                    .name()
+                    .strip_suffix(".wasm")
+                    .unwrap_or(module.name())
+                    .to_string(),
                 plugin_config: Vec::new(),
                 vm_config: Vec::new(),
                 properties: Vec::new(),

@@ -87,6 +87,9 @@ impl Gateway {
                     let Some(f) = self.flights.get_mut(&rid) else {
                         continue;
                     };
+                    if f.stage == Stage::AwaitRequestHeaders {
+                        f.body_held = true;
+                    }
                     f.stage = match f.stage {
                         Stage::AwaitRequestHeaders => after_headers,
                         Stage::AwaitRequestBody => Stage::Proxy,

@@ -20,6 +20,11 @@ impl Gateway {
         let Some(rid) = self.live_flight_of(w, ctx) else {
             return;
         };
+        let from_failed_call = self.slots[w]
+            .worker
+            .as_ref()
+            .and_then(|x| x.store.data().call_response.as_ref())
+            .is_some_and(|c| c.failed);
         let body = profile.local_response_body(&body);
         let mut raw = RawResponse {
             status,
@@ -56,6 +61,9 @@ impl Gateway {
         }
         f.source = Source::Local;
         f.raw = Some(raw);
+        f.drop_on_write = from_failed_call
+            && rule == LocalResponseRule::Replace
+            && profile.failed_dispatch_local_response_drops();
         f.stage = match (profile, rule) {
             (_, LocalResponseRule::ReplaceStatusAndBody) => Stage::Log,
             // Kong (BRIEF, real host): after a local response the filter's
@@ -103,9 +111,22 @@ impl Gateway {
             body: stream.resp_body.clone(),
             source,
         };
+        let mut dropped = false;
         if let Some(f) = self.flights.get_mut(&rid) {
-            f.response = Some(finish(raw, false));
+            dropped = f.drop_on_write;
+            f.response = Some(if dropped {
+                ClientResponse::dropped()
+            } else {
+                finish(raw, false)
+            });
             f.stage = Stage::Done;
+        }
+        if dropped {
+            self.host_log(
+                w,
+                crate::LogLevel::Critical,
+                "[alert] zero size buf in writer t:1 r:0 f:0 while sending to client".to_string(),
+            );
         }
         for (phase, export) in [
             (Phase::Log, "proxy_on_log"),

@@ -8,6 +8,11 @@ pub(super) enum Stage {
     RequestHeaders,
     AwaitRequestHeaders,
     RequestBody,
+    /// Envoy: the end-of-stream body callback after the data callback.
+    RequestBodyEnd {
+        /// The data callback paused: Envoy buffered the body.
+        buffered: bool,
+    },
     AwaitRequestBody,
     Proxy,
     AwaitUpstream(CallId),
@@ -17,6 +22,8 @@ pub(super) enum Stage {
     AwaitResponseBody,
     Log,
     Done,
+    /// Sent to a worker that no longer exists: never answered.
+    Hung,
 }
 
 impl Stage {
@@ -25,6 +32,7 @@ impl Stage {
             self,
             Stage::RequestHeaders
                 | Stage::RequestBody
+                | Stage::RequestBodyEnd { .. }
                 | Stage::Proxy
                 | Stage::ResponseHeaders
                 | Stage::ResponseBody
@@ -52,6 +60,13 @@ pub(super) struct Flight {
     pub(super) raw: Option<RawResponse>,
     /// The instance trapped while the forward was in flight: relay untouched.
     pub(super) filter_gone: bool,
+    /// Kong: the local response came from a failed dispatch's callback; the
+    /// connection is dropped when the response is written
+    /// ([`crate::profile::Profile::failed_dispatch_local_response_drops`]).
+    pub(super) drop_on_write: bool,
+    /// The request headers were paused and resumed: the host buffered the whole
+    /// body meanwhile, so it comes in one end-of-stream callback.
+    pub(super) body_held: bool,
     pub(super) response: Option<ClientResponse>,
     pub(super) stats: RequestStats,
 }

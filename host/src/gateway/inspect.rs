@@ -41,6 +41,21 @@ impl Gateway {
             .tick_period_ms
     }
 
+    /// Kong: why a worker exited at start-up (it is never respawned), if it did.
+    pub fn exited(&self, worker: usize) -> Option<&str> {
+        self.slots.get(worker)?.exited.as_deref()
+    }
+
+    /// Why a request can never be answered (it was sent to an exited worker).
+    pub fn hung(&self, rid: RequestId) -> Option<String> {
+        let f = self.flights.get(&rid)?;
+        if f.stage != super::flight::Stage::Hung {
+            return None;
+        }
+        let reason = self.exited(f.worker).unwrap_or("worker exited");
+        Some(format!("worker {} is gone: {reason}", f.worker))
+    }
+
     /// Every trap so far.
     pub fn traps(&self) -> &[Trap] {
         &self.traps

@@ -40,6 +40,8 @@ struct Slot {
     generation: u64,
     next_tick_at: Option<u64>,
     next_ctx: u32,
+    /// Kong: the worker exited at start-up and is never respawned; why.
+    exited: Option<String>,
 }
 
 /// A gateway node running one filter module under a profile's rules.

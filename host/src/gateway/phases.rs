@@ -24,9 +24,18 @@ impl Gateway {
             source: Source::Upstream,
             raw: None,
             filter_gone: false,
+            drop_on_write: false,
+            body_held: false,
             response: None,
             stats: RequestStats::default(),
         };
+        // Kong: a worker that exited at start-up is never respawned; nginx still
+        // accepts the connection, and nothing ever answers it.
+        if self.slots[w].exited.is_some() {
+            flight.stage = Stage::Hung;
+            self.flights.insert(rid, flight);
+            return rid;
+        }
         // Kong (BRIEF): after a trap the next request gets a fresh instance
         // whose root context is configured again.
         if self.slots[w].worker.is_none() {
@@ -71,6 +80,7 @@ impl Gateway {
             req_body: req.body.clone(),
             req_body_spilled: profile
                 .request_body_spilled(req.body.len(), self.settings.body_buffer_size),
+            req_body_visible: profile.request_body_in_two_callbacks().then_some(0),
             ..Stream::default()
         };
         if let Some(worker) = slot.worker.as_mut() {
@@ -146,12 +156,7 @@ impl Gateway {
                 };
                 let next = self.after_request_headers(rid);
                 if paused {
-                    // Envoy: StopIteration holds the headers, not the body.
-                    if next == Stage::RequestBody && !profile.headers_pause_holds_body() {
-                        set(self, Stage::RequestBody);
-                    } else {
-                        set(self, Stage::AwaitRequestHeaders);
-                    }
+                    set(self, Stage::AwaitRequestHeaders);
                 } else {
                     set(self, next);
                 }
@@ -161,12 +166,44 @@ impl Gateway {
                     .stream_mut(w, ctx)
                     .map(|s| s.req_body.len())
                     .unwrap_or(0);
+                let held = self.flights.get(&rid).is_some_and(|f| f.body_held);
+                // Envoy: a data callback, then the end-of-stream one
+                // (Profile::request_body_in_two_callbacks); a body held by a
+                // paused header phase comes whole, in one end-of-stream callback.
                 // Kong (BRIEF): called once with the whole body, end_of_stream true.
+                let two = profile.request_body_in_two_callbacks() && !held;
+                if let Some(s) = self.stream_mut(w, ctx) {
+                    s.req_body_visible = s.req_body_visible.map(|_| len);
+                }
                 let Some(paused) = self.phase_callback(
                     rid,
                     Phase::RequestBody,
                     "proxy_on_request_body",
-                    &[ctx as i32, len as i32, 1],
+                    &[ctx as i32, len as i32, i32::from(!two)],
+                ) else {
+                    return;
+                };
+                match (two, paused) {
+                    (true, buffered) => set(self, Stage::RequestBodyEnd { buffered }),
+                    (false, true) => set(self, Stage::AwaitRequestBody),
+                    (false, false) => set(self, Stage::Proxy),
+                }
+            }
+            Stage::RequestBodyEnd { buffered } => {
+                let len = self
+                    .stream_mut(w, ctx)
+                    .map(|s| s.req_body.len())
+                    .unwrap_or(0);
+                // After a Continue the data went on: this callback has no bytes.
+                let size = if buffered { len } else { 0 };
+                if let Some(s) = self.stream_mut(w, ctx) {
+                    s.req_body_visible = Some(size);
+                }
+                let Some(paused) = self.phase_callback(
+                    rid,
+                    Phase::RequestBody,
+                    "proxy_on_request_body",
+                    &[ctx as i32, size as i32, 1],
                 ) else {
                     return;
                 };
@@ -194,13 +231,9 @@ impl Gateway {
                     return;
                 };
                 if paused {
-                    // Envoy: StopIteration holds the headers, not the body; a
-                    // Continue from the body callback lets the response go on.
-                    if !empty && !profile.headers_pause_holds_body() {
-                        set(self, Stage::ResponseBody);
-                    } else {
-                        set(self, Stage::AwaitResponseHeaders);
-                    }
+                    // Both hosts hold the body while the headers are paused
+                    // (Profile::headers_pause_holds_body).
+                    set(self, Stage::AwaitResponseHeaders);
                 } else {
                     set(self, Stage::ResponseBody);
                 }

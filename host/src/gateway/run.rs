@@ -42,6 +42,12 @@ impl Gateway {
         let mut seen: HashSet<CallId> = HashSet::new();
         let mut scheduled: Vec<(u64, CallId, Reply)> = Vec::new();
         for step in 0..MAX_RUN_STEPS {
+            if let Some(reason) = self.hung(rid) {
+                return Err(HostError::Hung {
+                    request: rid,
+                    reason,
+                });
+            }
             if let Some(response) = self.response(rid) {
                 let calls = self
                     .history

@@ -13,7 +13,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, bt: i32, start: i32, max: i32, rp: i32, rs: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(bt) = BufferType::from_raw(bt) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -47,7 +47,10 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
                     if stream.req_body.is_empty() {
                         return Ok(status::NOT_FOUND);
                     }
-                    stream.req_body.clone()
+                    // Envoy: only the chunk (or the buffered part) of this
+                    // callback; nothing yet in request headers (an empty Ok).
+                    let visible = stream.req_body_visible.unwrap_or(stream.req_body.len());
+                    stream.req_body[..visible.min(stream.req_body.len())].to_vec()
                 }
                 BufferType::ResponseBody => match state.streams.get(&state.effective) {
                     Some(s) if s.has_response && !s.resp_body.is_empty() => s.resp_body.clone(),
@@ -67,7 +70,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_buffer_bytes",
         |mut c: C<'_>, bt: i32, start: i32, size: i32, p: i32, n: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(bt) = BufferType::from_raw(bt) else {
                 return Ok(status::BAD_ARGUMENT);
             };

@@ -25,7 +25,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
          timeout: i32,
          ret: i32|
          -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let profile = c.data().profile();
             let phase = c.data().phase;
             profile.dispatch_allowed(phase).map_err(host_trap)?;

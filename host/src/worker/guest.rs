@@ -5,19 +5,28 @@ use super::state::WorkerState;
 use crate::abi::status;
 use wasmtime::{Caller, Extern};
 
-/// A host-call trap raised by the profile's rules (not by the module's code).
+/// A host-call trap raised by the profile's rules (not by the module's code),
+/// worded as the real host words it.
 #[derive(Debug)]
 pub(super) struct HostTrap(String);
 
 impl std::fmt::Display for HostTrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "host trap (bad usage): {}", self.0)
+        f.write_str(&self.0)
     }
 }
 
 impl std::error::Error for HostTrap {}
 
+/// Kong: an hfunc returning `NGX_WAVM_BAD_USAGE` (src/wasm/vm/ngx_wavm_host.c,
+/// `ngx_wavm_hfunc_trampoline`: "host trap (bad usage): <message>").
 pub(super) fn host_trap(message: &str) -> wasmtime::Error {
+    wasmtime::Error::new(HostTrap(format!("host trap (bad usage): {message}")))
+}
+
+/// A trap whose message is the whole text: Kong's `ngx_proxy_wasm_result_trap(..,
+/// NGX_WAVM_OK)` (the trampoline adds no prefix), or Envoy's V8 trap.
+pub(super) fn plain_trap(message: &str) -> wasmtime::Error {
     wasmtime::Error::new(HostTrap(message.to_string()))
 }
 
@@ -97,8 +106,24 @@ pub(super) fn return_bytes(c: &mut C<'_>, data: &[u8], ptr_ptr: i32, len_ptr: i3
     Ok(status::OK)
 }
 
-pub(super) fn counted(c: &mut C<'_>) {
+/// Books `proxy_log`, which every profile allows in every phase.
+pub(super) fn counted_log(c: &mut C<'_>) -> R<()> {
     c.data_mut().stats.host_calls += 1;
+    let s = c.data();
+    s.profile()
+        .host_call_allowed(s.phase, true)
+        .map_err(plain_trap)
+}
+
+/// Books a proxy-wasm host call, refusing it where the profile forbids host
+/// calls (Envoy during `_initialize`/`_start`, see
+/// [`crate::profile::Profile::host_call_allowed`]).
+pub(super) fn counted(c: &mut C<'_>) -> R<()> {
+    c.data_mut().stats.host_calls += 1;
+    let s = c.data();
+    s.profile()
+        .host_call_allowed(s.phase, false)
+        .map_err(plain_trap)
 }
 
 pub(super) fn text(bytes: &[u8]) -> String {

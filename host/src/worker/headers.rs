@@ -39,7 +39,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, map: i32, rp: i32, rs: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(map) = MapType::from_raw(map) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -52,7 +52,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_header_map_size",
         |mut c: C<'_>, map: i32, rs: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(map) = MapType::from_raw(map) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -65,7 +65,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, map: i32, kp: i32, kn: i32, rp: i32, rs: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(map) = MapType::from_raw(map) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -95,7 +95,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut c: C<'_>, map: i32, p: i32, n: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(map) = MapType::from_raw(map) else {
                 return Ok(status::BAD_ARGUMENT);
             };
@@ -122,7 +122,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
             "env",
             name,
             move |mut c: C<'_>, map: i32, kp: i32, kn: i32, vp: i32, vn: i32| -> R<i32> {
-                counted(&mut c);
+                counted(&mut c)?;
                 let Some(map) = MapType::from_raw(map) else {
                     return Ok(status::BAD_ARGUMENT);
                 };
@@ -157,7 +157,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_remove_header_map_value",
         |mut c: C<'_>, map: i32, kp: i32, kn: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(map) = MapType::from_raw(map) else {
                 return Ok(status::BAD_ARGUMENT);
             };

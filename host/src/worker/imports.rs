@@ -1,7 +1,7 @@
 //! Links every import: the proxy-wasm groups, WASI, and stubs for anything
 //! else the module imports.
 
-use super::guest::R;
+use super::guest::{plain_trap, R};
 use super::state::WorkerState;
 use super::wasi::WASI_ENOSYS;
 use super::{
@@ -26,7 +26,52 @@ pub(super) fn link(
     properties::define(linker)?;
     metrics::define(linker)?;
     wasi::define(linker)?;
+    define_not_implemented(linker, module, store)?;
     define_unknown_imports(linker, module, store)
+}
+
+/// Links the functions the real host declares but does not implement (Kong:
+/// `ngx_proxy_wasm_hfuncs_nop`) with the host's type, over the test host's own
+/// implementation: calling one traps as on the real host
+/// (src/wasm/vm/ngx_wavm_host.c: `NGX_WAVM_NYI` → "host trap (function not yet
+/// implemented): <name>").
+fn define_not_implemented(
+    linker: &mut Linker<WorkerState>,
+    module: &wasmtime::Module,
+    store: &mut Store<WorkerState>,
+) -> R<()> {
+    let profile = store.data().profile();
+    let abi_0_2_1 = module
+        .exports()
+        .any(|e| e.name() == "proxy_abi_version_0_2_1");
+    let engine = linker.engine().clone();
+    linker.allow_shadowing(true);
+    for import in module.imports() {
+        if import.module() != "env" {
+            continue;
+        }
+        let Some(host) = profile.host_function(import.name(), abi_0_2_1) else {
+            continue;
+        };
+        if !host.nyi {
+            continue;
+        }
+        let message = format!(
+            "host trap (function not yet implemented): {}",
+            import.name()
+        );
+        linker.func_new(
+            "env",
+            import.name(),
+            host.func_type(&engine),
+            move |mut c, _args, _out| {
+                c.data_mut().stats.host_calls += 1;
+                Err(plain_trap(&message))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Links every import the host does not implement: WASI ones return ENOSYS,

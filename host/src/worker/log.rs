@@ -1,6 +1,6 @@
 //! Logging imports: `proxy_log` and the level filters should log at.
 
-use super::guest::{counted, read, return_value, text, C, R};
+use super::guest::{counted, counted_log, read, return_value, text, C, R};
 use super::state::WorkerState;
 use crate::abi::status;
 use crate::gateway::LogLevel;
@@ -11,7 +11,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_log",
         |mut c: C<'_>, level: i32, p: i32, n: i32| -> R<i32> {
-            counted(&mut c);
+            counted_log(&mut c)?;
             let Some(msg) = read(&mut c, p, n) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
@@ -23,7 +23,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_log_level",
         |mut c: C<'_>, ret: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let level = c.data().settings.log_level as u32;
             return_value(&mut c, ret, &level.to_le_bytes())
         },

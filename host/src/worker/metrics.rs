@@ -11,7 +11,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_define_metric",
         |mut c: C<'_>, kind: i32, np: i32, nn: i32, ret: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(name) = read(&mut c, np, nn) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
@@ -26,7 +26,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_increment_metric",
         |mut c: C<'_>, id: i32, offset: i64| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let mut node = c.data().node();
             let Some(m) = node.metrics.get_mut(id as u32 as usize) else {
                 return Ok(status::NOT_FOUND);
@@ -42,7 +42,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_record_metric",
         |mut c: C<'_>, id: i32, value: i64| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let mut node = c.data().node();
             let Some(m) = node.metrics.get_mut(id as u32 as usize) else {
                 return Ok(status::NOT_FOUND);
@@ -55,7 +55,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_metric",
         |mut c: C<'_>, id: i32, ret: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let value = c
                 .data()
                 .node()

@@ -19,7 +19,7 @@ pub(crate) use state::{CallResponse, Effect, Stream, WorkerState};
 
 use crate::gateway::{Node, RequestStats, Settings};
 use crate::module::engine;
-use crate::profile::Phase;
+use crate::profile::{Phase, Profile};
 use crate::HostError;
 use guest::HostTrap;
 use std::collections::HashMap;
@@ -86,21 +86,42 @@ impl Worker {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         let load = |e: wasmtime::Error| HostError::Load(format!("{e:#}"));
+        // The real host refuses a module whose imports its table lacks or
+        // declares otherwise, before anything runs (src/host_imports.rs).
+        settings
+            .profile
+            .check_imports(module)
+            .map_err(|e| HostError::Load(e.message(settings.profile, &settings.filter_name)))?;
         let mut linker = wasmtime::Linker::new(engine);
         imports::link(&mut linker, module, &mut store).map_err(load)?;
         store.set_fuel(settings.fuel_per_callback).map_err(load)?;
-        let instance = linker
-            .instantiate(&mut store, module)
-            .map_err(|e| HostError::Load(format!("instantiating: {}", describe(&e))))?;
+        let instance = linker.instantiate(&mut store, module).map_err(|e| {
+            HostError::Load(format!(
+                "failed instantiating \"{}\" module: {}",
+                settings.filter_name,
+                describe(&e)
+            ))
+        })?;
         let mut worker = Worker { store, instance };
+        let profile = settings.profile;
         let start_trap = |t: TrapInfo| HostError::StartTrap {
             worker: index,
-            message: t.message,
+            phase: t.phase.name(),
+            // Envoy logs a failed start function this way (wasm_vm.cc; seen on
+            // Envoy 1.40.0: "Function: _initialize failed: Uncaught Error:
+            // restricted_callback").
+            message: match (profile, t.phase) {
+                (Profile::Envoy, Phase::Init) => format!(
+                    "Function: _initialize failed: Uncaught Error: {}",
+                    t.message
+                ),
+                _ => t.message,
+            },
         };
         for init in ["_initialize", "_start"] {
             if worker.has_export(init) {
                 worker
-                    .call(Phase::Start, ROOT_ID, init, &[])
+                    .call(Phase::Init, ROOT_ID, init, &[])
                     .map_err(start_trap)?;
                 break;
             }

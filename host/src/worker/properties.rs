@@ -3,8 +3,10 @@
 
 use super::guest::{counted, read, return_bytes, text, C, R};
 use super::state::WorkerState;
+use super::ROOT_ID;
 use crate::abi::status;
-use crate::profile::Profile;
+use crate::gateway::LogLevel;
+use crate::profile::{Profile, PropertyRule};
 use wasmtime::Linker;
 
 pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
@@ -12,10 +14,13 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_property",
         |mut c: C<'_>, pp: i32, pn: i32, rp: i32, rs: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let Some(path) = read(&mut c, pp, pn) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
+            if let Some(code) = refused(c.data(), &path, false) {
+                return Ok(code);
+            }
             let path = property_path(&path);
             let value = lookup_property(c.data(), &path);
             match value {
@@ -28,16 +33,48 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_property",
         |mut c: C<'_>, pp: i32, pn: i32, vp: i32, vn: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let (Some(path), Some(value)) = (read(&mut c, pp, pn), read(&mut c, vp, vn)) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
+            if let Some(code) = refused(c.data(), &path, true) {
+                return Ok(code);
+            }
             let path = property_path(&path);
             c.data_mut().set_properties.insert(path, value);
             Ok(status::OK)
         },
     )?;
     Ok(())
+}
+
+/// The status of a property call the profile refuses (logging as the host
+/// does), or None to go on. The path is checked as the host sees it: the raw
+/// bytes with NULs as dots.
+fn refused(state: &WorkerState, raw: &[u8], setting: bool) -> Option<i32> {
+    let dotted: String = text(raw).replace('\0', ".");
+    let in_root = state.active == ROOT_ID;
+    match state.profile().property_rule(&dotted, in_root, setting) {
+        PropertyRule::Lookup => None,
+        PropertyRule::ScopedOutsideRequest(message) => {
+            state.log(LogLevel::Error, format!("[error] [wasm] {message}"));
+            Some(status::INTERNAL_FAILURE)
+        }
+        PropertyRule::NotYetImplemented => {
+            state.log(
+                LogLevel::Critical,
+                format!("[alert] [wasm] NYI - \"{dotted}\" property"),
+            );
+            Some(status::NOT_FOUND)
+        }
+        PropertyRule::NotSupported => {
+            state.log(
+                LogLevel::Error,
+                format!("[error] [wasm] \"{dotted}\" property not supported"),
+            );
+            Some(status::NOT_FOUND)
+        }
+    }
 }
 
 /// A property path as the ABI sends it: parts separated by NUL bytes.

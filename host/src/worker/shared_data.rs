@@ -12,7 +12,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: i32, kn: i32, rp: i32, rs: i32, rcas: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             c.data_mut().stats.shared_data_gets += 1;
             let Some(key) = read(&mut c, kp, kn) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
@@ -41,7 +41,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_shared_data",
         |mut c: C<'_>, kp: i32, kn: i32, vp: i32, vn: i32, cas: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             c.data_mut().stats.shared_data_sets += 1;
             let (Some(key), Some(value)) = (read(&mut c, kp, kn), read(&mut c, vp, vn)) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);

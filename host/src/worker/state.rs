@@ -15,6 +15,9 @@ pub(crate) struct Stream {
     pub req_headers: Vec<(String, String)>,
     pub req_body: Vec<u8>,
     pub req_body_spilled: bool,
+    /// Envoy: how many bytes of the request body `get_http_request_body` sees now
+    /// (the current chunk, or what was buffered); None: the whole body (Kong).
+    pub req_body_visible: Option<usize>,
     pub req_trailers: Vec<(String, String)>,
     pub resp_headers: Vec<(String, String)>,
     pub resp_body: Vec<u8>,
@@ -46,6 +49,8 @@ pub(crate) struct CallResponse {
     pub hidden: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub body_readable: bool,
+    /// The dispatch failed (timeout, refused, reset): no response at all.
+    pub failed: bool,
 }
 
 impl CallResponse {
@@ -63,6 +68,7 @@ impl CallResponse {
             hidden,
             body,
             body_readable: true,
+            failed: false,
         }
     }
 
@@ -73,6 +79,7 @@ impl CallResponse {
             hidden,
             body: Vec::new(),
             body_readable: true,
+            failed: true,
         }
     }
 }

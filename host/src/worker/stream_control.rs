@@ -13,7 +13,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_effective_context",
         |mut c: C<'_>, ctx: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let s = c.data_mut();
             let ctx = ctx as u32;
             if !s.profile().effective_context_works() {
@@ -29,7 +29,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_done", |mut c: C<'_>| -> R<i32> {
-        counted(&mut c);
+        counted(&mut c)?;
         Ok(status::OK)
     })?;
     linker.func_wrap(
@@ -45,7 +45,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
          hn: i32,
          _grpc: i32|
          -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let (Some(body), Some(hbytes)) = (read(&mut c, bp, bn), read(&mut c, hp, hn)) else {
                 return Ok(status::INVALID_MEMORY_ACCESS);
             };
@@ -86,7 +86,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
     ] {
         let with_arg = name == "proxy_continue_stream";
         let f = move |c: &mut C<'_>| -> R<i32> {
-            counted(c);
+            counted(c)?;
             let state = c.data_mut();
             let ctx = state.effective;
             if !state.streams.contains_key(&ctx) {

@@ -1,6 +1,6 @@
 //! Time imports: the fake clock as wall-clock time, and the tick period.
 
-use super::guest::{counted, host_trap, return_value, C, R};
+use super::guest::{counted, plain_trap, return_value, C, R};
 use super::state::WorkerState;
 use super::ROOT_ID;
 use crate::abi::status;
@@ -22,7 +22,7 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, ret: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let ns = c.data().now_ns();
             return_value(&mut c, ret, &ns.to_le_bytes())
         },
@@ -31,12 +31,12 @@ pub(super) fn define(linker: &mut Linker<WorkerState>) -> R<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut c: C<'_>, period: i32| -> R<i32> {
-            counted(&mut c);
+            counted(&mut c)?;
             let s = c.data_mut();
             let from_root = s.active == ROOT_ID;
             s.profile()
-                .tick_period_rule(from_root, s.tick_period_ms.is_some())
-                .map_err(host_trap)?;
+                .tick_period_rule(from_root, s.tick_period_ms.is_some(), period as u32)
+                .map_err(plain_trap)?;
             let period = u64::from(period as u32);
             s.tick_period_ms = if period == 0 { None } else { Some(period) };
             s.tick_changed = true;

@@ -10,6 +10,12 @@ pub fn probe() -> WasmModule {
     WasmModule::from_file(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A variant of the probe built with cargo features (fixtures/probe/Cargo.toml).
+pub fn probe_with(features: &[&str]) -> WasmModule {
+    let path = build::probe_wasm_with(features).unwrap_or_else(|e| panic!("{e}"));
+    WasmModule::from_file(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A gateway running the probe with this script.
 pub fn gateway(profile: Profile, script: Value) -> Gateway {
     builder(profile, script)
