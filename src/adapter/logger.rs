@@ -9,11 +9,6 @@ struct HostLogger;
 
 static LOGGER: HostLogger = HostLogger;
 
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_log_level(ret: *mut u32) -> u32;
-}
-
 impl log::Log for HostLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         metadata.level() <= log::max_level()
@@ -36,20 +31,12 @@ impl log::Log for HostLogger {
     fn flush(&self) {}
 }
 
-/// Installs the logger (level from the host when it tells) and a panic hook that logs at
-/// critical: a panic aborts the VM, and the log line is all an operator will have.
+/// Installs the logger (info; Envoy refuses any host call during `_initialize`, so the
+/// host's level is not asked here) and a panic hook that logs at critical: a panic aborts
+/// the VM, and the log line is all an operator will have.
 pub fn install() {
     let _ = log::set_logger(&LOGGER);
-    let mut level = 2u32;
-    // SAFETY: `level` is a valid out-pointer.
-    let ok = unsafe { proxy_get_log_level(&mut level) } == 0;
-    log::set_max_level(match (ok, level) {
-        (true, 0) => log::LevelFilter::Trace,
-        (true, 1) => log::LevelFilter::Debug,
-        (true, 3) => log::LevelFilter::Warn,
-        (true, 4 | 5) => log::LevelFilter::Error,
-        _ => log::LevelFilter::Info,
-    });
+    log::set_max_level(log::LevelFilter::Info);
     std::panic::set_hook(Box::new(|info| {
         abi::log(5, &format!("kong_retry: panic (filter bug): {info}"));
     }));
