@@ -259,7 +259,8 @@ impl Driver {
     }
 
     /// Resolves execution mode and target for this request; `None` leaves it alone.
-    fn start_exchange(&mut self, plan: Rc<Plan>) -> Option<Exchange> {
+    /// `body_follows`: the host said the request headers are not the end of the stream.
+    fn start_exchange(&mut self, plan: Rc<Plan>, body_follows: bool) -> Option<Exchange> {
         self.can_wait = self.host == Host::Envoy || plan.delay_endpoint.is_some();
         let execution = match (plan.mode, self.host) {
             (Mode::Response, Host::Kong) => {
@@ -270,6 +271,17 @@ impl Driver {
                 Execution::Dispatch
             }
             (Mode::Response, _) | (Mode::Auto | Mode::Adaptive, Host::Envoy) => Execution::Response,
+            // Envoy hands the body to a filter only after its headers went on to the router,
+            // which then sends them upstream: a dispatched attempt 1 would leave a second,
+            // bodiless request at the upstream. Attempt 1 goes natively instead (seen on
+            // Envoy 1.40: the upstream got the dispatched PUT and a headers-only one).
+            (Mode::Dispatch, Host::Envoy) if body_follows => {
+                self.shared.notice_once(
+                    Notice::DispatchBodyOnEnvoy,
+                    "dispatch mode on Envoy: a request with a body takes its first attempt natively (Envoy forwards the headers before the filter sees the body); retries are dispatched",
+                );
+                Execution::Response
+            }
             _ => Execution::Dispatch,
         };
         let upstream = match &plan.upstream {
@@ -329,7 +341,9 @@ impl Driver {
         if plan.mode == Mode::Adaptive && self.adaptive_handling(&plan) == Handling::Watch {
             return HostAction::Continue;
         }
-        self.exchange = self.start_exchange(plan).map(Box::new);
+        self.exchange = self
+            .start_exchange(plan, !end_of_stream && self.host == Host::Envoy)
+            .map(Box::new);
         let Some(target) = self
             .exchange
             .as_deref()
@@ -508,12 +522,11 @@ impl Driver {
                 Action::Pause => return HostAction::Pause,
                 // Kong reads the body after a Continue (a Pause would wait for nothing);
                 // Envoy must not forward the headers yet: its Pause buffers the body.
-                Action::ReadBody => {
-                    return match self.host {
-                        Host::Envoy => HostAction::Pause,
-                        Host::Kong | Host::Unknown => HostAction::Continue,
-                    }
-                }
+                // Continue on both hosts. Envoy (proxy-wasm-cpp-host) turns a Pause in request
+                // headers into StopAllIterationAndWatermark: the filter's own body callback is
+                // then never called, and the request hangs (seen on Envoy 1.40). After a
+                // Continue, the body callback's Pause buffers the body until end of stream.
+                Action::ReadBody => return HostAction::Continue,
                 Action::Dispatch(attempt) => match self.dispatch(&attempt) {
                     Ok(()) => return HostAction::Pause,
                     Err(()) => action = self.handle(Event::DispatchRefused),

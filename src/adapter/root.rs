@@ -40,6 +40,7 @@ pub enum Notice {
     NoUpstream = 4,
     EarlyDelay = 8,
     NoTimer = 16,
+    DispatchBodyOnEnvoy = 32,
 }
 
 /// One pending Envoy wait: at `due_ms`, feed `DelayElapsed` to `context_id`.
