@@ -368,6 +368,15 @@ impl Driver {
             // chunked` with no data): the exchange must not wait for a body callback the host
             // will never make. The copy drops both headers anyway.
             headers.retain(|(n, _)| n != "content-length" && n != "transfer-encoding");
+        } else if self.host == Host::Envoy
+            && !headers
+                .iter()
+                .any(|(n, _)| n == "content-length" || n == "transfer-encoding")
+        {
+            // A body follows with no length: Envoy's codec strips `transfer-encoding:
+            // chunked` from what filters see (Envoy 1.40). Without this the exchange took the
+            // request for bodiless and retried a chunked PUT with an empty body.
+            headers.push(("transfer-encoding".to_string(), b"chunked".to_vec()));
         }
         let (path, authority) = self.kong_overrides(&target);
         let action = self.handle(Event::RequestHeaders {
