@@ -553,7 +553,8 @@ impl Driver {
                         resp.status,
                         self.exchange.as_deref().map_or(0, Exchange::attempts)
                     );
-                    match abi::send_local_response(resp.status, &resp.headers, &resp.body) {
+                    let (headers, body) = self.head_framing(&resp.headers, &resp.body);
+                    match abi::send_local_response(resp.status, &headers, &body) {
                         Ok(()) => return HostAction::Pause,
                         Err(s) => {
                             log::error!(
@@ -568,6 +569,38 @@ impl Driver {
             }
         }
         HostAction::Continue
+    }
+
+    /// The headers and body to hand to `send_http_response`. Only a HEAD answer keeps the
+    /// upstream's `content-length` (the exchange drops it otherwise). Envoy 1.40 removes
+    /// `content-length` from a local response with an empty body, and for a HEAD request
+    /// sets it from the body it is given and sends no body: so on Envoy the HEAD answer is
+    /// given a body of that length (up to `max_body_bytes`); elsewhere the header goes.
+    fn head_framing<'a>(
+        &self,
+        headers: &'a crate::header_map::Headers,
+        body: &'a [u8],
+    ) -> (
+        std::borrow::Cow<'a, crate::header_map::Headers>,
+        std::borrow::Cow<'a, [u8]>,
+    ) {
+        use std::borrow::Cow;
+        let Some(length) = first(headers, "content-length") else {
+            return (Cow::Borrowed(headers), Cow::Borrowed(body));
+        };
+        let length = length.trim().parse::<usize>().ok();
+        let max = self.exchange.as_deref().map_or(0, Exchange::max_body_bytes);
+        let without: crate::header_map::Headers = headers
+            .iter()
+            .filter(|(n, _)| n != "content-length")
+            .cloned()
+            .collect();
+        match length {
+            Some(n) if self.host == Host::Envoy && body.is_empty() && n <= max => {
+                (Cow::Owned(without), Cow::Owned(vec![0u8; n]))
+            }
+            _ => (Cow::Owned(without), Cow::Borrowed(body)),
+        }
     }
 
     fn pass_through(&mut self, phase: Phase) -> HostAction {

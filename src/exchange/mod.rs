@@ -305,6 +305,17 @@ impl Exchange {
         match resp.outcome {
             Outcome::Status(status) => {
                 let mut headers = forwardable(&resp.headers);
+                // A HEAD answer has no body: its Content-Length is the client's only word on
+                // the resource's size, and the host sends none for an empty local response
+                // (seen on Envoy 1.40).
+                if self.copy.as_ref().is_some_and(|c| c.method == "HEAD") {
+                    headers.extend(
+                        resp.headers
+                            .iter()
+                            .filter(|(name, _)| name == "content-length")
+                            .cloned(),
+                    );
+                }
                 headers.push((
                     self.plan.attempts_header.clone(),
                     n.to_string().into_bytes(),
