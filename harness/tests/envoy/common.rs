@@ -1,8 +1,6 @@
 //! What every Envoy test shares: the three modes, a rig (one Envoy with the filter in a
 //! mode, one upstream), and running one scenario in all modes at once.
 
-#![allow(dead_code)]
-
 use kong_retry_harness::client::{ClientError, Request, Response};
 use kong_retry_harness::envoy::{Bootstrap, Envoy, WasmFilter};
 use kong_retry_harness::prometheus::Metrics;
