@@ -411,15 +411,23 @@ fn hop_by_hop_and_expect_are_not_forwarded() {
                     .header("te", "trailers")
                     .header("x-end-to-end", "yes")
                     .body(b"data".to_vec()),
-                script(vec![ok("fine")]),
+                script(vec![Reply::status(503), ok("fine")]),
             )
             .unwrap();
         assert_eq!(ex.response.status, 200);
-        let c = backend_calls(&ex)[0];
-        for h in ["expect", "x-hop", "te", "transfer-encoding"] {
-            assert_eq!(c.header(h), None, "{setup:?} forwarded {h}");
+        // The copies the filter dispatched (on Envoy a request with a body goes natively
+        // first: Envoy forwards the headers before the filter has the body).
+        let copies: Vec<_> = backend_calls(&ex)
+            .into_iter()
+            .filter(|c| c.is_dispatch())
+            .collect();
+        assert!(!copies.is_empty(), "{setup:?}");
+        for c in copies {
+            for h in ["expect", "x-hop", "te", "transfer-encoding"] {
+                assert_eq!(c.header(h), None, "{setup:?} forwarded {h}");
+            }
+            assert_eq!(c.header("x-end-to-end"), Some("yes"));
         }
-        assert_eq!(c.header("x-end-to-end"), Some("yes"));
         assert_clean(setup, &gw);
     }
 }
