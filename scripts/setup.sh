@@ -18,6 +18,8 @@ command -v wasm-opt >/dev/null 2>&1 || missing+=(binaryen)
 command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 # The load generator of the Envoy benchmark (harness/src/bin/kong-retry-envoy-bench.rs).
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# The cluster-wide idempotency store's tests start a real etcd (harness/src/etcd.rs).
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod envoy;
+pub mod etcd;
 pub mod http1;
 pub mod ports;
 pub mod process;
