@@ -63,7 +63,7 @@ fn run() -> Result<(), HarnessError> {
     );
     envoy_retries.retry_budget =
         Some("{ budget_percent: { value: 20.0 }, min_retry_concurrency: 3 }".into());
-    let variants = vec![
+    let variants = [
         Variant {
             name: "Envoy, no filter",
             bootstrap: base(),
