@@ -114,10 +114,11 @@ impl Gateway {
         let mut dropped = false;
         if let Some(f) = self.flights.get_mut(&rid) {
             dropped = f.drop_on_write;
+            let head = f.request.method.eq_ignore_ascii_case("HEAD");
             f.response = Some(if dropped {
                 ClientResponse::dropped()
             } else {
-                finish(raw, false)
+                finish_answer(raw, false, head)
             });
             f.stage = Stage::Done;
         }
@@ -147,7 +148,24 @@ impl Gateway {
 }
 
 pub(super) fn finish(raw: RawResponse, trapped: bool) -> ClientResponse {
-    let framing_error = !framing_ok(&raw.headers, raw.body.len());
+    finish_answer(raw, trapped, false)
+}
+
+/// `head`: the answer is to a HEAD request, whose Content-Length announces the body a GET
+/// would get while none follows (RFC 9110 §9.3.2); a 304 does the same (§15.4.5). Only
+/// the framing headers' consistency is checked then, not the length.
+fn finish_answer(raw: RawResponse, trapped: bool, head: bool) -> ClientResponse {
+    let bodiless = (head || raw.status == 304) && raw.body.is_empty();
+    let framing_error = if bodiless {
+        !framing_ok(&without_lengths(&raw.headers), 0)
+            || raw
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .any(|(_, v)| v.trim().parse::<usize>().is_err())
+    } else {
+        !framing_ok(&raw.headers, raw.body.len())
+    };
     ClientResponse {
         status: raw.status,
         headers: raw.headers,
@@ -156,4 +174,12 @@ pub(super) fn finish(raw: RawResponse, trapped: bool) -> ClientResponse {
         trapped,
         framing_error,
     }
+}
+
+fn without_lengths(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length"))
+        .cloned()
+        .collect()
 }
