@@ -337,6 +337,7 @@ const ADAPTIVE_ONLY: [&str; 2] = ["adaptive", "maintenance_windows"];
 /// in [`EXCEPTIONS`] and in the schema's `allOf`/`anyOf`:
 /// * `deadline >= per_try_timeout` (defaults 10000 and 2000);
 /// * backoff `interval` only with `"strategy":"fixed"`, which requires it;
+/// * backoff `jitter` (like `base_interval`, `max_interval`) only with `"strategy":"exponential"`;
 /// * backoff `max_interval >= base_interval` (default base 25);
 /// * `adaptive` and `maintenance_windows` only with `"mode":"adaptive"`;
 /// * `adaptive.cache <= adaptive.window` (default 30000).

@@ -263,6 +263,77 @@ fn kong_plans() -> Vec<(String, Plan)> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The shipped retry schedule
+// ---------------------------------------------------------------------------------------
+
+/// The longest gap of fast failures (refused connections, 502/503) the shipped configs
+/// promise to hide (issues 11 and 13: every instance down for 2 s).
+const GAP_MS: u64 = 2_000;
+
+/// The filter config of envoy/envoy.yaml.
+fn envoy_plan() -> Plan {
+    let doc = yaml("envoy/envoy.yaml");
+    for listener in items(&doc["static_resources"], "listeners") {
+        for chain in items(listener, "filter_chains") {
+            for nf in items(chain, "filters") {
+                for hf in items(&nf["typed_config"], "http_filters") {
+                    if name(hf) == FILTER {
+                        let text = hf["typed_config"]["config"]["configuration"]["value"]
+                            .as_str()
+                            .unwrap_or_default();
+                        let json: Value = serde_json::from_str(text).expect("JSON");
+                        return accepted("envoy.yaml", &json);
+                    }
+                }
+            }
+        }
+    }
+    panic!("envoy.yaml has no {FILTER} filter")
+}
+
+/// Every enabled route's schedule outlasts [`GAP_MS`] of fast failures whatever the jitter
+/// draws (the sum of the shortest waits), and with the longest waits every retry still
+/// passes the filter's deadline check (`time_for_attempt`: elapsed + wait + per_try_timeout
+/// <= deadline, attempts failing fast). See docs/operator-guide.md, "Sizing the retry
+/// schedule".
+#[test]
+fn shipped_schedules_outlast_a_two_second_gap_within_the_deadline() {
+    use kong_retry::retry::backoff::{ceiling_ms, floor_ms};
+    let mut plans = vec![("envoy.yaml".to_string(), envoy_plan())];
+    for (owner, chain_on, filter_on, cfg) in chain_filters(&yaml("kong/kong.yml")) {
+        if chain_on && filter_on {
+            plans.push((format!("kong.yml {owner}"), accepted(&owner, &cfg)));
+        }
+    }
+    for (owner, on, cfg) in plugin_filters(&yaml("kong/kong-3.9-plugin.yml")) {
+        if on {
+            plans.push((
+                format!("kong-3.9-plugin.yml {owner}"),
+                accepted(&owner, &cfg),
+            ));
+        }
+    }
+    assert!(plans.len() >= 3, "{plans:?}");
+    for (label, plan) in &plans {
+        let floors: u64 = (1..=plan.retries).map(|n| floor_ms(&plan.backoff, n)).sum();
+        let ceilings: u64 = (1..=plan.retries)
+            .map(|n| ceiling_ms(&plan.backoff, n))
+            .sum();
+        assert!(
+            floors >= GAP_MS,
+            "{label}: the shortest waits add up to {floors} ms, less than the {GAP_MS} ms gap"
+        );
+        assert!(
+            ceilings + plan.per_try_timeout_ms <= plan.deadline_ms,
+            "{label}: the longest waits ({ceilings} ms) and one attempt ({} ms) exceed the \
+             deadline ({} ms): the last retries would not start",
+            plan.per_try_timeout_ms,
+            plan.deadline_ms
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // kong.conf
 // ---------------------------------------------------------------------------------------
 

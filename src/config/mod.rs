@@ -15,7 +15,7 @@ mod retry_on;
 mod upstream;
 
 pub use adaptive::{AdaptiveConfig, ProtectionScope};
-pub use backoff::Backoff;
+pub use backoff::{Backoff, Jitter};
 pub use budget::{
     BudgetConfig, BudgetScope, BudgetStore, BudgetStoreConfig, StoreUnavailable,
     DEFAULT_BUDGET_ZONE,
@@ -106,9 +106,11 @@ impl Default for Plan {
             max_body_bytes: 1_048_576,
             attempt_header: "x-retry-attempt".to_string(),
             attempts_header: "x-kong-retry-attempts".to_string(),
+            // Envoy's defaults: base 25 ms, max 10 × base, full jitter.
             backoff: Backoff::Exponential {
                 base_ms: 25,
                 max_ms: 250,
+                jitter: Jitter::Full,
             },
             retry_after_max_ms: 10_000,
             budget: BudgetConfig::default(),
@@ -492,6 +494,11 @@ mod tests {
             ),
             (r#"{"backoff":{"interval":100}}"#, "backoff.interval"),
             (r#"{"backoff":{"jitter":true}}"#, "backoff.jitter"),
+            (r#"{"backoff":{"jitter":"none"}}"#, "backoff.jitter"),
+            (
+                r#"{"backoff":{"strategy":"fixed","interval":1,"jitter":"full"}}"#,
+                "backoff.jitter",
+            ),
             (r#"{"backoff":5}"#, "backoff"),
             (r#"{"retry_after_max":-5}"#, "retry_after_max"),
             (r#"{"budget":{"percent":101}}"#, "budget.percent"),

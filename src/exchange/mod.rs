@@ -781,6 +781,73 @@ mod tests {
         }
     }
 
+    /// The shipped schedule (kong/kong.yml, envoy/envoy.yaml) outlasts a 2 s gap in which
+    /// every attempt fails fast, whatever the jitter draws: with the shortest waits
+    /// (150 + 300 + 600 + 600 + 600 ms) the sixth attempt starts after the gap, and with the
+    /// longest (300 + 600 + 1200 ms ...) every retry still passes the deadline check.
+    #[test]
+    fn equal_jitter_schedule_outlasts_a_two_second_gap() {
+        const SHIPPED: &str = r#"{"retries":5,"per_try_timeout":2000,"deadline":10000,
+            "backoff":{"strategy":"exponential","base_interval":300,"max_interval":1200,
+            "jitter":"equal"}}"#;
+        const GAP_MS: u64 = 2000;
+        const ATTEMPT_MS: u64 = 5;
+        // 0 draws every floor; one less than a multiple of every spread + 1 (151, 301, 601)
+        // draws every ceiling.
+        for (random, attempts) in [(0, "6"), (151 * 301 * 601 - 1, "4")] {
+            let mut e = env();
+            e.random = random;
+            let gap_ends = e.now + GAP_MS;
+            let mut x = exchange(SHIPPED, Execution::Dispatch);
+            let mut a = x.handle(request("GET", &[]), &mut e);
+            let mut waits = Vec::new();
+            let r = loop {
+                a = match a {
+                    Action::Dispatch(_) => {
+                        e.now += ATTEMPT_MS;
+                        if e.now < gap_ends {
+                            x.handle(status(503, &[]), &mut e)
+                        } else {
+                            x.handle(status(200, &[]), &mut e)
+                        }
+                    }
+                    Action::Wait { ms, .. } => {
+                        waits.push(ms);
+                        e.now += ms;
+                        x.handle(Event::DelayElapsed, &mut e)
+                    }
+                    other => break responded(other),
+                };
+            };
+            assert_eq!(r.status, 200, "random {random}: waits {waits:?}");
+            assert_eq!(
+                first(&r.headers, "x-kong-retry-attempts"),
+                Some(attempts),
+                "random {random}: waits {waits:?}"
+            );
+            let expected: &[u64] = if random == 0 {
+                &[150, 300, 600, 600, 600]
+            } else {
+                &[300, 600, 1200]
+            };
+            assert_eq!(waits, expected, "random {random}");
+        }
+        // Full jitter on the same ceilings guarantees nothing: drawing 0 every time, all six
+        // attempts fall inside the gap and the client gets the 503.
+        let mut e = env();
+        let gap_ends = e.now + GAP_MS;
+        let mut x = exchange(&SHIPPED.replace("equal", "full"), Execution::Dispatch);
+        let mut a = x.handle(request("GET", &[]), &mut e);
+        while let Action::Dispatch(_) = a {
+            e.now += ATTEMPT_MS;
+            assert!(e.now < gap_ends);
+            a = x.handle(status(503, &[]), &mut e);
+        }
+        let r = responded(a);
+        assert_eq!(r.status, 503);
+        assert_eq!(first(&r.headers, "x-kong-retry-attempts"), Some("6"));
+    }
+
     #[test]
     fn retry_after_honoured_and_capped() {
         let mut e = env();

@@ -8,7 +8,7 @@
 use crate::source::{Coverage, Input, NoRetry, Route};
 use crate::timing::{full_retry_after_waits, timing, Host, Timing};
 use kong_retry::config::{
-    Backoff, BudgetConfig, BudgetScope, BudgetStore, Mode, Plan, StoreUnavailable,
+    Backoff, BudgetConfig, BudgetScope, BudgetStore, Jitter, Mode, Plan, StoreUnavailable,
 };
 
 /// Output language.
@@ -351,7 +351,17 @@ trait Phrases {
     fn retried(failures: &[String]) -> String;
     const NO_WAITS: &'static str;
     fn fixed_wait(interval: &str) -> String;
+    /// Full jitter: each wait is random between 0 and its ceiling.
     fn random_waits(ceilings: &[String]) -> String;
+    /// Equal jitter: each wait is random between its floor and its ceiling (`(floor,
+    /// ceiling)` per retry), so the waits add up to at least `least` and at most `most` —
+    /// unless `retry_after` (a honoured `Retry-After` may ask for longer).
+    fn ranged_waits(
+        ranges: &[(String, String)],
+        least: &str,
+        most: &str,
+        retry_after: bool,
+    ) -> String;
     fn how_many(retries: u32, attempts: u32, waits: &str) -> String;
     fn adaptive(window: &str, scheduled: &[String]) -> String;
     /// A `Retry-After` is waited for only while the wait and one more attempt fit into the
@@ -471,10 +481,27 @@ fn section<P: Phrases>(out: &mut String, f: &Facts) {
         } else {
             match f.backoff {
                 Backoff::Fixed { interval_ms } => P::fixed_wait(&d(interval_ms)),
-                Backoff::Exponential { .. } => {
+                Backoff::Exponential {
+                    jitter: Jitter::Full,
+                    ..
+                } => {
                     let ceilings: Vec<String> =
                         t.backoff_ceilings_ms.iter().map(|c| d(*c)).collect();
                     P::random_waits(&ceilings)
+                }
+                Backoff::Exponential {
+                    jitter: Jitter::Equal,
+                    ..
+                } => {
+                    let ranges: Vec<(String, String)> = t
+                        .backoff_floors_ms
+                        .iter()
+                        .zip(&t.backoff_ceilings_ms)
+                        .map(|(f, c)| (d(*f), d(*c)))
+                        .collect();
+                    let least = t.backoff_floors_ms.iter().sum::<u64>();
+                    let most = t.backoff_ceilings_ms.iter().sum::<u64>();
+                    P::ranged_waits(&ranges, &d(least), &d(most), t.retry_after_cap_ms.is_some())
                 }
             }
         };
@@ -688,6 +715,30 @@ impl Phrases for En {
             }
         )
     }
+    fn ranged_waits(
+        ranges: &[(String, String)],
+        least: &str,
+        most: &str,
+        retry_after: bool,
+    ) -> String {
+        let each: Vec<String> = ranges.iter().map(|(f, c)| format!("{f} to {c}")).collect();
+        let longer = if retry_after {
+            ", unless a `Retry-After` asks for longer"
+        } else {
+            ""
+        };
+        if ranges.len() == 1 {
+            format!(
+                "waiting a random time of {} before the retry{longer}",
+                each.join("")
+            )
+        } else {
+            format!(
+                "waiting a random time of {} before successive retries: in all at least {least} and at most {most}{longer}",
+                join_en(&each)
+            )
+        }
+    }
     fn how_many(retries: u32, attempts: u32, waits: &str) -> String {
         format!(
             "- **How many times:** up to {retries} {} after the first attempt ({attempts} attempts in total), {waits}.",
@@ -886,6 +937,27 @@ impl Phrases for Zh {
             format!("重试前随机等待，最长 {}", ceilings.join(""))
         } else {
             format!("每次重试前随机等待，上限依次为 {}", ceilings.join("、"))
+        }
+    }
+    fn ranged_waits(
+        ranges: &[(String, String)],
+        least: &str,
+        most: &str,
+        retry_after: bool,
+    ) -> String {
+        let each: Vec<String> = ranges.iter().map(|(f, c)| format!("{f}～{c}")).collect();
+        let longer = if retry_after {
+            "（`Retry-After` 要求等更久时除外）"
+        } else {
+            ""
+        };
+        if ranges.len() == 1 {
+            format!("重试前随机等待 {}{longer}", each.join(""))
+        } else {
+            format!(
+                "每次重试前随机等待，依次为 {}，各次等待合计至少 {least}、最多 {most}{longer}",
+                each.join("、")
+            )
         }
     }
     fn how_many(retries: u32, attempts: u32, waits: &str) -> String {

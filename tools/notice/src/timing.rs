@@ -4,8 +4,11 @@
 //! so every term is its largest possible value.
 //!
 //! - An attempt lasts at most `per_try_timeout`.
-//! - The wait before retry `n` is at most the backoff ceiling for `n`: full-jitter exponential
-//!   `min(max_interval, base_interval * 2^(n-1))`, or the fixed `interval`.
+//! - The wait before retry `n` is at most the backoff ceiling for `n`: exponential
+//!   `min(max_interval, base_interval * 2^(n-1))`, or the fixed `interval`; and at least its
+//!   floor (`kong_retry::retry::backoff::floor_ms`): 0 with full jitter, half the ceiling with
+//!   equal jitter, the interval when fixed. The floors are what a request is sure to wait, so
+//!   they (not the ceilings) decide how many timed-out attempts fit before the deadline.
 //! - If `retry_on` holds 429 or 503 and `retry_after_max > 0`, such a response's `Retry-After`
 //!   is honoured up to `retry_after_max`, so any wait may stretch to that — but only while the
 //!   wait and one more attempt of `per_try_timeout` fit before `deadline` (`time_for_attempt`
@@ -18,7 +21,8 @@
 //!   it the filter retries at once without backoff, and a response whose `Retry-After` asks for
 //!   a wait is passed on unretried (`StopReason::CannotWait` in src/exchange.rs).
 
-use kong_retry::config::{Backoff, Mode, Plan};
+use kong_retry::config::{Mode, Plan};
+use kong_retry::retry::backoff::{ceiling_ms, floor_ms};
 
 /// Where a configuration runs, as far as the input tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub struct Timing {
     pub per_try_timeout_ms: u64,
     /// The longest wait before each retry from backoff alone, ms (index 0: before retry 1).
     pub backoff_ceilings_ms: Vec<u64>,
+    /// The shortest wait before each retry, ms (index 0: before retry 1): 0 with full jitter.
+    pub backoff_floors_ms: Vec<u64>,
     /// `Some(retry_after_max)` when a `Retry-After` can stretch a wait (429/503 retried).
     pub retry_after_cap_ms: Option<u64>,
     /// Sum of the longest waits between attempts, ms.
@@ -64,17 +70,9 @@ pub struct Timing {
     /// The deadline, not the sum, sets `longest_ms`.
     pub capped_by_deadline: bool,
     /// Attempts that fit before the deadline when every attempt times out (no attempt starts
-    /// that could not finish in time; full jitter may wait 0 ms, fixed waits its interval).
+    /// that could not finish in time; each wait at its floor: full jitter may wait 0 ms, equal
+    /// jitter half its ceiling, fixed its interval).
     pub attempts_if_all_time_out: u32,
-}
-
-/// The shortest wait before a retry that the backoff allows, ms.
-fn backoff_floor_ms(backoff: &Backoff) -> u64 {
-    match *backoff {
-        Backoff::Fixed { interval_ms } => interval_ms,
-        // Full jitter draws from [0, ceiling].
-        Backoff::Exponential { .. } => 0,
-    }
 }
 
 /// Whether a `Retry-After` can make the gateway wait longer than its backoff.
@@ -107,7 +105,10 @@ pub fn timing(plan: &Plan, host: Host) -> Timing {
     let attempts = plan.retries.saturating_add(1);
     let can_wait = waits_possible(plan, host);
     let backoff_ceilings_ms: Vec<u64> = (1..=plan.retries)
-        .map(|n| kong_retry::retry::backoff::ceiling_ms(&plan.backoff, n))
+        .map(|n| ceiling_ms(&plan.backoff, n))
+        .collect();
+    let backoff_floors_ms: Vec<u64> = (1..=plan.retries)
+        .map(|n| floor_ms(&plan.backoff, n))
         .collect();
     let retry_after_cap_ms = retry_after_applies(plan).then_some(plan.retry_after_max_ms);
     let waits_ms = if can_wait {
@@ -124,19 +125,19 @@ pub fn timing(plan: &Plan, host: Host) -> Timing {
         .saturating_add(waits_ms);
     let longest_ms = sum_ms.min(plan.deadline_ms);
 
-    // Attempt k (1-based) starts after k-1 timed-out attempts and k-1 shortest waits; it
-    // starts only if it can finish by the deadline.
-    let floor = if can_wait {
-        backoff_floor_ms(&plan.backoff)
-    } else {
-        0
-    };
+    // Attempt k (1-based) starts after k-1 timed-out attempts and the shortest waits before
+    // retries 1..k-1; it starts only if it can finish by the deadline.
     let mut fit = 0u32;
+    let mut waited = 0u64;
     for k in 1..=u64::from(attempts) {
+        if k > 1 && can_wait {
+            let floor = backoff_floors_ms.get(k as usize - 2).copied().unwrap_or(0);
+            waited = waited.saturating_add(floor);
+        }
         let end = plan
             .per_try_timeout_ms
             .saturating_mul(k)
-            .saturating_add(floor.saturating_mul(k - 1));
+            .saturating_add(waited);
         if end > plan.deadline_ms {
             break;
         }
@@ -148,6 +149,7 @@ pub fn timing(plan: &Plan, host: Host) -> Timing {
         waits_possible: can_wait,
         per_try_timeout_ms: plan.per_try_timeout_ms,
         backoff_ceilings_ms,
+        backoff_floors_ms,
         retry_after_cap_ms,
         waits_ms,
         sum_ms,
@@ -183,6 +185,7 @@ mod tests {
                 waits_possible: true,
                 per_try_timeout_ms: 2_000,
                 backoff_ceilings_ms: vec![25, 50],
+                backoff_floors_ms: vec![0, 0],
                 retry_after_cap_ms: Some(10_000),
                 waits_ms: 20_000,
                 sum_ms: 26_000,
@@ -208,6 +211,7 @@ mod tests {
                 waits_possible: true,
                 per_try_timeout_ms: 2_000,
                 backoff_ceilings_ms: vec![100, 200, 400],
+                backoff_floors_ms: vec![0, 0, 0],
                 retry_after_cap_ms: None,
                 waits_ms: 700,
                 sum_ms: 8_700,
@@ -246,6 +250,7 @@ mod tests {
                 waits_possible: true,
                 per_try_timeout_ms: 2_000,
                 backoff_ceilings_ms: vec![5000; 4],
+                backoff_floors_ms: vec![5000; 4],
                 retry_after_cap_ms: None,
                 waits_ms: 20_000,
                 sum_ms: 30_000,
@@ -266,6 +271,32 @@ mod tests {
         assert_eq!(t.attempts, 6);
         assert_eq!(t.attempts_if_all_time_out, 3);
         assert_eq!(t.longest_ms, 10_000);
+    }
+
+    #[test]
+    fn equal_jitter_floors_are_half_the_ceilings_and_decide_what_fits() {
+        // The shipped schedule (kong/kong.yml): 5 retries, equal jitter 300/1200, 2 s per
+        // try, 10 s deadline; 502/504 only, so no Retry-After stretches the waits.
+        let t = timing_any(&plan(
+            r#"{"retries":5,"retry_on":"502,504,timeout","per_try_timeout":2000,
+                "deadline":10000,"backoff":{"base_interval":300,"max_interval":1200,
+                "jitter":"equal"}}"#,
+        ));
+        assert_eq!(t.backoff_ceilings_ms, vec![300, 600, 1200, 1200, 1200]);
+        assert_eq!(t.backoff_floors_ms, vec![150, 300, 600, 600, 600]);
+        assert_eq!(t.waits_ms, 4_500);
+        assert_eq!(t.sum_ms, 6 * 2_000 + 4_500);
+        assert_eq!(t.longest_ms, 10_000);
+        // All timed out, shortest waits: 4 x 2 s + 150 + 300 + 600 = 9.05 s fits; a fifth
+        // attempt would end at 11.65 s.
+        assert_eq!(t.attempts_if_all_time_out, 4);
+        // Full jitter on the same ceilings may wait 0 ms: 5 attempts of 2 s fit.
+        let full = timing_any(&plan(
+            r#"{"retries":5,"retry_on":"502,504,timeout","per_try_timeout":2000,
+                "deadline":10000,"backoff":{"base_interval":300,"max_interval":1200}}"#,
+        ));
+        assert_eq!(full.backoff_floors_ms, vec![0; 5]);
+        assert_eq!(full.attempts_if_all_time_out, 5);
     }
 
     #[test]

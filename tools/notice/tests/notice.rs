@@ -215,6 +215,70 @@ fn filter_config_fixture_through_the_binary() {
     assert!(!out.contains("waits of the full"), "{out}");
 }
 
+/// Equal jitter: the notice gives each wait's shortest and longest time and their sums (what
+/// a request is sure to wait, and at most waits), in both languages; full jitter keeps
+/// "up to".
+#[test]
+fn equal_jitter_states_the_shortest_and_longest_waits() {
+    let equal = r#"{"upstream":"orders:8080","retries":5,"retry_on":"502,504,connect-failure",
+        "per_try_timeout":2000,"deadline":10000,
+        "backoff":{"base_interval":300,"max_interval":1200,"jitter":"equal"}}"#;
+    let input = load(equal, DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, None);
+    assert!(
+        en.contains(
+            "waiting a random time of 150 ms to 300 ms, 300 ms to 600 ms, 600 ms to 1.2 s, \
+             600 ms to 1.2 s, and 600 ms to 1.2 s before successive retries: in all at least \
+             2.25 s and at most 4.5 s."
+        ),
+        "{en}"
+    );
+    assert!(!en.contains("up to 300 ms"), "{en}");
+    // 6 attempts x 2 s + 4.5 s of waits = 16.5 s, cut to the 10 s deadline; all timed out,
+    // the shortest waits leave room for 4 attempts (8 s + 150 + 300 + 600 ms).
+    assert!(
+        en.contains("waits of up to 4.5 s could add up to 16.5 s"),
+        "{en}"
+    );
+    assert!(en.contains("only 4 attempts fit into the deadline"), "{en}");
+    let zh = render(&input, Lang::Zh, None);
+    assert!(
+        zh.contains(
+            "每次重试前随机等待，依次为 150 毫秒～300 毫秒、300 毫秒～600 毫秒、600 毫秒～1.2 秒、\
+             600 毫秒～1.2 秒、600 毫秒～1.2 秒，各次等待合计至少 2.25 秒、最多 4.5 秒。"
+        ),
+        "{zh}"
+    );
+
+    // One retry, and a 503 whose Retry-After may stretch the wait.
+    let one = r#"{"upstream":"orders:8080","retries":1,"retry_on":"503","retry_after_max":3000,
+        "backoff":{"base_interval":400,"jitter":"equal"}}"#;
+    let input = load(one, DEFAULT_FILTER_NAME).unwrap();
+    let en = render(&input, Lang::En, None);
+    assert!(
+        en.contains(
+            "waiting a random time of 200 ms to 400 ms before the retry, unless a `Retry-After` asks for longer."
+        ),
+        "{en}"
+    );
+    let zh = render(&input, Lang::Zh, None);
+    assert!(
+        zh.contains("重试前随机等待 200 毫秒～400 毫秒（`Retry-After` 要求等更久时除外）。"),
+        "{zh}"
+    );
+
+    // Full jitter, same ceilings: only the longest waits are promised.
+    let full = equal.replace(r#","jitter":"equal""#, "");
+    let en = render(&load(&full, DEFAULT_FILTER_NAME).unwrap(), Lang::En, None);
+    assert!(
+        en.contains(
+            "waiting a random time of up to 300 ms, 600 ms, 1.2 s, 1.2 s, and 1.2 s before successive retries."
+        ),
+        "{en}"
+    );
+    assert!(!en.contains("in all at least"), "{en}");
+}
+
 /// The filter waits for a `Retry-After` only while the wait and one more attempt fit into the
 /// deadline (src/exchange/mod.rs, `time_for_attempt`); with kong/kong.yml's numbers only the
 /// first wait of the full 5 s does.
