@@ -324,6 +324,8 @@ fn sample(path: &str) -> Option<Value> {
         "upstream" => json!("orders.internal:8080"),
         "delay_endpoint" => json!("127.0.0.1:8555"),
         "backoff.interval" => json!(1000),
+        "idempotency.consumer_header" => json!("X-Consumer-ID"),
+        "idempotency.etcd.endpoint" => json!("127.0.0.1:2379"),
         "maintenance_windows" => json!([{"daily": {"start": "01:00", "end": "02:00"}}]),
         _ => return None,
     })
@@ -592,6 +594,27 @@ fn upstream_grammar_agrees() {
 }
 
 #[test]
+fn etcd_endpoint_grammar_agrees() {
+    // The same grammar as `upstream` (one parser, one pattern), on fewer combinations.
+    compare_strings(
+        "idempotency.etcd.endpoint",
+        &[
+            "h", "[", "]", ":", "2", "0", "/", "?", " ", "http://", "https://", "65536", "\u{1}",
+        ],
+        3,
+    );
+}
+
+#[test]
+fn etcd_prefix_grammar_agrees() {
+    compare_strings(
+        "idempotency.etcd.prefix",
+        &["/", "a", " ", "\n", "\t", "é", "~", "\u{7f}"],
+        3,
+    );
+}
+
+#[test]
 fn delay_endpoint_grammar_agrees() {
     compare_strings(
         "delay_endpoint",
@@ -619,7 +642,12 @@ fn header_name_grammar_agrees() {
         "~",
         "(",
     ];
-    for field in ["idempotency_header", "attempt_header", "attempts_header"] {
+    for field in [
+        "idempotency_header",
+        "attempt_header",
+        "attempts_header",
+        "idempotency.consumer_header",
+    ] {
         compare_strings(field, &tokens, 3);
     }
     // Every hop-by-hop header, in any case, is refused by both.
@@ -681,13 +709,19 @@ fn retry_on_grammar_agrees() {
 
 #[test]
 fn methods_grammar_agrees() {
+    for field in ["methods", "idempotency.methods"] {
+        methods_grammar_agrees_for(field);
+    }
+}
+
+fn methods_grammar_agrees_for(field: &str) {
     compare_strings(
-        "methods",
+        field,
         &["GET", "p", "-", ",", " ", "\t", "5", "_", "é", "Ab"],
         3,
     );
     compare_lists(
-        "methods",
+        field,
         &[
             json!("GET"),
             json!(""),
@@ -873,6 +907,13 @@ const EXCEPTIONS: &[(&str, bool, bool, &str)] = &[
         false,
         "daily windows that together cover the whole day are refused (that is dispatch mode); \
          a union of intervals is beyond draft 4",
+    ),
+    (
+        r#"{"deadline":20000,"idempotency":{"enabled":true,"lock_timeout":15000}}"#,
+        true,
+        false,
+        "idempotency.lock_timeout >= deadline compares two given values (draft 4 cannot); \
+         each against the other's default is covered",
     ),
     (
         r#"{"upstream":"orders.ünicode.svc:8080"}"#,

@@ -10,6 +10,7 @@ mod backoff;
 mod budget;
 mod error;
 mod hints;
+mod idempotency;
 mod read;
 mod retry_on;
 mod upstream;
@@ -22,6 +23,9 @@ pub use budget::{
 };
 pub(crate) use error::truncated;
 pub use error::ConfigError;
+pub use idempotency::{
+    EtcdConfig, IdempotencyConfig, IdempotencyStore, SharedBounds, DEFAULT_ETCD_PREFIX,
+};
 pub use retry_on::{FailureKind, RetryOn};
 pub use upstream::{parse_upstream, upstream_from_kong_service, Scheme, Upstream};
 
@@ -82,6 +86,8 @@ pub struct Plan {
     pub adaptive: AdaptiveConfig,
     /// Adaptive mode: when requests are protected from the first one (empty otherwise).
     pub maintenance_windows: MaintenanceSchedule,
+    /// Gateway-side idempotency keys (the key header is `idempotency_header`).
+    pub idempotency: IdempotencyConfig,
 }
 
 impl Default for Plan {
@@ -118,6 +124,7 @@ impl Default for Plan {
             delay_endpoint: None,
             adaptive: AdaptiveConfig::default(),
             maintenance_windows: MaintenanceSchedule::default(),
+            idempotency: IdempotencyConfig::default(),
         }
     }
 }
@@ -166,6 +173,7 @@ pub const FIELDS: &[&str] = &[
     "delay_endpoint",
     "adaptive",
     "maintenance_windows",
+    "idempotency",
 ];
 
 /// Parses the plugin configuration bytes. Empty input or `null` means all defaults.
@@ -286,6 +294,9 @@ pub fn parse_value(value: &Value) -> Result<Plan, ConfigError> {
     if let Some(v) = obj.get("maintenance_windows") {
         plan.maintenance_windows = MaintenanceSchedule::from_json(v)?;
     }
+    if let Some(v) = obj.get("idempotency") {
+        plan.idempotency = idempotency::parse_idempotency(v, plan.deadline_ms)?;
+    }
     Ok(plan)
 }
 
@@ -305,18 +316,27 @@ fn parse_mode(v: &Value) -> Result<Mode, ConfigError> {
 }
 
 fn parse_methods(v: &Value) -> Result<Vec<String>, ConfigError> {
-    const ALLOWED: &str =
-        "a list of HTTP methods, e.g. [\"GET\",\"HEAD\",\"OPTIONS\",\"TRACE\",\"PUT\",\"DELETE\"]";
+    parse_methods_of(
+        "methods",
+        v,
+        "[\"GET\",\"HEAD\",\"OPTIONS\",\"TRACE\",\"PUT\",\"DELETE\"]",
+    )
+}
+
+/// A list (or comma-separated string) of HTTP methods for `field`, upper case, deduplicated;
+/// `example` shows a good value in the error.
+fn parse_methods_of(field: &str, v: &Value, example: &str) -> Result<Vec<String>, ConfigError> {
+    let allowed = format!("a list of HTTP methods, e.g. {example}");
     let mut out = Vec::new();
-    for item in list_items("methods", v, ALLOWED)? {
+    for item in list_items(field, v, &allowed)? {
         if item.is_empty() {
             continue;
         }
         if !item.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
             return Err(ConfigError {
-                field: "methods".into(),
+                field: field.into(),
                 value: format!("{item:?}"),
-                allowed: ALLOWED.into(),
+                allowed,
             });
         }
         let m = item.to_ascii_uppercase();
