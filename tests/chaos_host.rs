@@ -774,11 +774,14 @@ fn one_request(
 
     let backend: Vec<&UpstreamCall> = calls.iter().filter(|c| is_backend(c)).collect();
     let mut max_attempts = plan.retries as usize + 1;
-    // Kong without a delay endpoint cannot answer from the callback of a failed dispatch
-    // (ngx_wasm_module drops that local response); the request then goes natively once
-    // more, and only then.
+    // Kong cannot answer from the callback of a failed dispatch (ngx_wasm_module drops that
+    // local response): the answer is relayed through a zero wait on the delay endpoint, and
+    // without one, or when that relay fails too, the request goes natively once more.
+    let relayed = calls
+        .iter()
+        .any(|c| !is_backend(c) && c.path.ends_with("?ms=0"));
     let native_tail = gw.profile() == Profile::Kong
-        && plan.delay_endpoint.is_none()
+        && (plan.delay_endpoint.is_none() || relayed)
         && backend.len() == max_attempts + 1
         && backend.last().is_some_and(|c| !c.is_dispatch())
         && backend[..max_attempts].iter().all(|c| c.is_dispatch());
