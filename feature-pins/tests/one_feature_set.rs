@@ -4,6 +4,9 @@
 //! feature difference, this test names the package and what to add to
 //! feature-pins/Cargo.toml.
 
+// Test code: a failed setup step should stop the test loudly.
+#![allow(clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
