@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p kong-retry --target wasm32-wasip1 --target-dir target/wasm/filter -- -D warnings
 
 echo "== Rust tests (native logic + real .wasm on the test host)"
-echo "(on a fresh clone the build takes about 5 min before the first test runs)"
+echo "(on a fresh clone the build takes about 5 min before the first test runs; seconds after ./demo.sh)"
 cargo test --workspace
 
 echo "== Java client and server example"
