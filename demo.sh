@@ -11,8 +11,11 @@ cd "$(dirname "$0")"
 ./wasm-build.sh
 
 if [ ! -x target/debug/kong-retry-demo ]; then
-  echo "demo: building the demo (the first build compiles wasmtime: a few minutes)"
+  echo "demo: building the demo and the test host; the first build compiles wasmtime and"
+  echo "      tokio (about 160 crates, 4-5 min on 2 cores), later ones take seconds"
 fi
-cargo build -q -p kong-retry-demo
+# Not quiet: Cargo's progress line shows the first build moving. ./test.sh and the tools
+# reuse this build (feature-pins/).
+cargo build -p kong-retry-demo
 echo
 exec cargo run -q -p kong-retry-demo

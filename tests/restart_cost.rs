@@ -1,6 +1,7 @@
-//! The measurement of issue 6: how many failed responses a backend restart costs the
-//! clients, without the filter, in dispatch mode and in adaptive mode, with the real filter
-//! `.wasm` on the test host (Kong profile).
+//! What one backend restart costs the clients: how many failed responses they get without
+//! the filter, in dispatch mode and in adaptive mode (whose calm path lets the failure that
+//! reveals the trouble through), with the real filter `.wasm` on the test host (Kong
+//! profile).
 //!
 //! 10 s of host time, 100 GETs/s (one every 10 ms) alternating over 2 workers; the backend
 //! answers 200 after 5 ms, except that every call *sent* during 2 s fails the way a
@@ -13,7 +14,8 @@
 //!
 //! Whether a worker's cached "calm" is still fresh when another worker marks the route
 //! decides whether that worker also passes a failure on, so each row runs the restart at
-//! four start times (3.0, 3.25, 3.5, 3.75 s) and gives the range.
+//! four start times (3.0, 3.25, 3.5, 3.75 s) and gives the range. The 48 runs are
+//! independent and run on every core (parallel_runs).
 //!
 //! `cargo test --test restart_cost -- --nocapture` prints the table (docs/operator-guide.md
 //! quotes it).
@@ -22,8 +24,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod host_support;
+mod parallel_runs;
 
 use host_support::*;
+use parallel_runs::map_parallel;
 use proxy_wasm_test_host::{CallKind, Failure, Reply, Request, UpstreamCall};
 
 const RUN_MS: u64 = 10_000;
@@ -41,6 +45,8 @@ enum Outage {
     Hang,
 }
 
+const OUTAGES: [Outage; 3] = [Outage::Refused, Outage::Unavailable, Outage::Hang];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Filter {
     /// The filter steps aside for every request (`retries: 0`): the same as no filter.
@@ -49,6 +55,13 @@ enum Filter {
     Adaptive,
     AdaptiveNoCache,
 }
+
+const FILTERS: [Filter; 4] = [
+    Filter::None,
+    Filter::Dispatch,
+    Filter::Adaptive,
+    Filter::AdaptiveNoCache,
+];
 
 impl Filter {
     fn config(self) -> String {
@@ -145,17 +158,18 @@ fn client_visible_failures_of_one_backend_restart() {
     let mut table = String::from(
         "| backend during the restart | filter | failed responses per restart | most in one worker | native calls | dispatched calls |\n|---|---|---|---|---|---|\n",
     );
-    for outage in [Outage::Refused, Outage::Unavailable, Outage::Hang] {
-        for filter in [
-            Filter::None,
-            Filter::Dispatch,
-            Filter::Adaptive,
-            Filter::AdaptiveNoCache,
-        ] {
-            let runs: Vec<Measured> = STARTS_MS
-                .iter()
-                .map(|&start| measure(filter, outage, start))
-                .collect();
+    let jobs: Vec<(Outage, Filter, u64)> = OUTAGES
+        .iter()
+        .flat_map(|&o| FILTERS.iter().map(move |&f| (o, f)))
+        .flat_map(|(o, f)| STARTS_MS.iter().map(move |&start| (o, f, start)))
+        .collect();
+    let mut measured = map_parallel(&jobs, |&(outage, filter, start)| {
+        measure(filter, outage, start)
+    })
+    .into_iter();
+    for outage in OUTAGES {
+        for filter in FILTERS {
+            let runs: Vec<Measured> = measured.by_ref().take(STARTS_MS.len()).collect();
             for r in &runs {
                 let what = format!("{filter:?} {outage:?}: {r:?}");
                 assert_eq!(r.requests, (RUN_MS / EVERY_MS) as usize);

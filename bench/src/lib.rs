@@ -67,7 +67,7 @@ pub const END_MARKER: &str = "<!-- kong-retry-bench:end -->";
 /// A filter feature some modes need; its absence is reported, not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feature {
-    /// `mode: "adaptive"` (issue 6).
+    /// `mode: "adaptive"` (a filter built before adaptive mode has none).
     Adaptive,
 }
 
@@ -280,8 +280,8 @@ pub struct Ratio {
     pub goal_percent: Option<f64>,
 }
 
-/// The ratios the report prints (issue 6: adaptive-calm ≤ 5 % of dispatch mode; the floor
-/// shows how much of that any filter spends).
+/// The ratios the report prints (adaptive mode's design goal: adaptive-calm ≤ 5 % of
+/// dispatch mode's fuel; the floor shows how much of that any filter spends).
 pub const RATIOS: &[Ratio] = &[
     Ratio {
         numerator: "Kong adaptive-calm",

@@ -45,9 +45,10 @@ pub fn load_filter(prefer_dist: bool) -> Result<(WasmModule, String), String> {
     Ok((module, format!("{shown} ({} KiB)", size.div_ceil(1024))))
 }
 
-/// The Kong profile's loopback delay endpoint (kong/delay-server.conf), answered by the
-/// scripted upstream after the number of ms the filter asks for.
-pub const DELAY_ENDPOINT: &str = "127.0.0.1:9901";
+/// The Kong profile's loopback delay endpoint: the listener of kong/delay-server.conf and
+/// the `delay_endpoint` of kong/kong.yml (not 9901, Envoy's admin port in envoy/envoy.yaml),
+/// answered by the scripted upstream after the number of ms the filter asks for.
+pub const DELAY_ENDPOINT: &str = "127.0.0.1:8555";
 /// The Kong profile's upstream (`host:port`).
 pub const KONG_UPSTREAM: &str = "orders.internal:8080";
 /// The Envoy profile's cluster.
