@@ -18,6 +18,8 @@ command -v wasm-opt >/dev/null 2>&1 || missing+=(binaryen)
 command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 # The load generator of the Envoy benchmark (harness/src/bin/kong-retry-envoy-bench.rs).
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# The lab's picture (lab/src/plot.rs) draws its text with DejaVu Sans.
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""
