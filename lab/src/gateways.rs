@@ -2,6 +2,7 @@
 //! filter, with its own `retry_policy`, with kong_retry (response, adaptive); and the test
 //! host's live mode under Kong's rules (a trivial filter, kong_retry dispatch, adaptive).
 
+use crate::delay::DelayServer;
 use crate::forwarder::Forwarder;
 use crate::{err, LabError};
 use kong_retry_harness::envoy::{Bootstrap, Envoy, WasmFilter};
@@ -120,6 +121,7 @@ pub enum Running {
     Host {
         gateway: LiveGateway,
         _service: Forwarder,
+        _delay: DelayServer,
     },
 }
 
@@ -145,8 +147,13 @@ impl Running {
             let wasm = WasmModule::from_file(module)
                 .map_err(|e| err(format!("loading {}: {e}", module.display())))?;
             let target = service.addr().to_string();
+            let delay = DelayServer::start()?;
             let cfg = match config {
-                Some(mode) => filter_config(mode, &target).to_string(),
+                Some(mode) => {
+                    let mut c = filter_config(mode, &target);
+                    c["delay_endpoint"] = Value::from(delay.addr().to_string());
+                    c.to_string()
+                }
                 None => "{}".into(),
             };
             let builder = HostGateway::builder(Profile::Kong, &wasm)
@@ -159,6 +166,7 @@ impl Running {
             Ok(Running::Host {
                 gateway,
                 _service: service,
+                _delay: delay,
             })
         };
         match row {
@@ -194,6 +202,47 @@ impl Running {
             Running::Host { gateway, .. } => gateway
                 .with_gateway(|g| g.metric("kong_retry_retries_total"))
                 .unwrap_or(0),
+        }
+    }
+
+    /// The gateway's retry counters at the end (the filter's `kong_retry_*`, Envoy's
+    /// cluster retry stats), for the notes.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let keep = |n: &str| {
+            n.starts_with("kong_retry_")
+                || (n.starts_with("envoy_cluster_upstream_rq_retry") && !n.contains("backoff"))
+        };
+        match self {
+            Running::Envoy(e) => {
+                let Ok(text) = e.admin_get("/stats/prometheus") else {
+                    return Vec::new();
+                };
+                let mut out: Vec<(String, u64)> = Vec::new();
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    let Some((name, value)) = line.rsplit_once(' ') else {
+                        continue;
+                    };
+                    let family = name.split('{').next().unwrap_or(name);
+                    if !keep(family)
+                        || (family.starts_with("envoy_cluster") && !name.contains("\"backend\""))
+                    {
+                        continue;
+                    }
+                    let v = value.parse::<f64>().unwrap_or(0.0) as u64;
+                    match out.iter_mut().find(|(n, _)| n == family) {
+                        Some((_, total)) => *total += v,
+                        None => out.push((family.to_string(), v)),
+                    }
+                }
+                out.retain(|(_, v)| *v > 0);
+                out
+            }
+            Running::Host { gateway, .. } => gateway.with_gateway(|g| {
+                g.metrics()
+                    .into_iter()
+                    .filter(|(n, v)| keep(n) && *v > 0)
+                    .collect()
+            }),
         }
     }
 

@@ -2,6 +2,7 @@
 //! drained, killed and restarted while an open-loop client sends a mix of GET, keyed POST
 //! and unkeyed POST; what the client saw and what the upstreams applied, per gateway.
 
+pub mod delay;
 pub mod forwarder;
 pub mod gateways;
 pub mod load;

@@ -57,6 +57,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     /// Why no usable response came (a 5xx, a reset, a timeout, a refused connection).
     pub failure: Option<String>,
+    /// A failed response's body (its first 160 bytes) and headers, for the notes.
+    pub detail: Option<String>,
 }
 
 impl Outcome {
@@ -107,7 +109,7 @@ fn request(seq: u64, kind: Kind, load: &Load) -> Request {
     r.timeout(load.timeout)
 }
 
-fn send(nodes: &Nodes, first: usize, req: &Request) -> Result<u16, String> {
+fn send(nodes: &Nodes, first: usize, req: &Request) -> Result<client::Response, String> {
     let n = nodes.0.len().max(1);
     let mut last = String::from("no gateway node");
     for i in 0..n {
@@ -115,7 +117,7 @@ fn send(nodes: &Nodes, first: usize, req: &Request) -> Result<u16, String> {
             break;
         };
         match client::send(addr, req) {
-            Ok(r) => return Ok(r.status),
+            Ok(r) => return Ok(r),
             // Only a refused connection is safe to resend elsewhere: nothing was sent.
             Err(ClientError::Connect(e)) => last = format!("connect: {e}"),
             Err(e) => return Err(e.to_string()),
@@ -150,10 +152,19 @@ pub fn run(load: &Load, nodes: &Nodes, rollout: impl FnOnce(Instant)) -> Vec<Out
                 threads.push(std::thread::spawn(move || {
                     let result = send(&nodes, (seq / 10) as usize, &req);
                     let done = Instant::now();
-                    let (status, failure) = match result {
-                        Ok(s) if s >= 500 => (Some(s), Some(format!("status {s}"))),
-                        Ok(s) => (Some(s), None),
-                        Err(e) => (None, Some(e)),
+                    let (status, failure, detail) = match result {
+                        Ok(r) if r.status >= 500 => {
+                            let body: String = r.text().chars().take(160).collect();
+                            let headers: Vec<String> =
+                                r.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                            (
+                                Some(r.status),
+                                Some(format!("status {}", r.status)),
+                                Some(format!("{} | {}", body.trim(), headers.join("; "))),
+                            )
+                        }
+                        Ok(r) => (Some(r.status), None, None),
+                        Err(e) => (None, Some(e), None),
                     };
                     let o = Outcome {
                         seq,
@@ -162,6 +173,7 @@ pub fn run(load: &Load, nodes: &Nodes, rollout: impl FnOnce(Instant)) -> Vec<Out
                         latency_ms: (done.saturating_duration_since(due)).as_secs_f64() * 1000.0,
                         status,
                         failure,
+                        detail,
                     };
                     outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(o);
                 }));

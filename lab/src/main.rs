@@ -3,7 +3,7 @@
 //! the filter, the table on stdout only).
 
 use kong_retry_lab::gateways::{self, Modules, Row};
-use kong_retry_lab::load::Load;
+use kong_retry_lab::load::{request_id, Kind, Load};
 use kong_retry_lab::pool::UpstreamProgram;
 use kong_retry_lab::report::{self, RowResult};
 use kong_retry_lab::run::{self, Settings};
@@ -18,28 +18,43 @@ fn main() {
             args.into_iter().skip(1),
         ));
     }
-    let short = match args.as_slice() {
-        [] => false,
-        [a] if a == "--short" => true,
-        other => {
-            eprintln!("usage: kong-retry-lab [--short]   (unknown arguments {other:?})");
-            std::process::exit(2);
+    let mut short = false;
+    let mut only = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--short" => short = true,
+            "--only" => only = it.next(),
+            other => {
+                eprintln!("usage: kong-retry-lab [--short] [--only TEXT]   (--only: rows whose label contains TEXT; not {other:?})");
+                std::process::exit(2);
+            }
         }
-    };
-    if let Err(e) = lab(short) {
+    }
+    if let Err(e) = lab(short, only.as_deref()) {
         eprintln!("kong-retry-lab: {e}");
         std::process::exit(1);
     }
 }
 
-fn lab(short: bool) -> Result<(), LabError> {
+fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
     let started = Instant::now();
     let root = kong_retry_harness::repo_root();
-    let rows: &[Row] = if short {
+    let all: &[Row] = if short {
         &gateways::SHORT
     } else {
         &gateways::ALL
     };
+    let rows: Vec<Row> = all
+        .iter()
+        .copied()
+        .filter(|r| only.is_none_or(|t| r.label().contains(t)))
+        .collect();
+    if rows.is_empty() {
+        return Err(err(format!("--only {only:?} matches no row")));
+    }
+    // A partial run prints its table and writes nothing under docs/.
+    let partial = short || only.is_some();
     let plan = if short {
         Plan::short(15.0)
     } else {
@@ -79,17 +94,38 @@ fn lab(short: bool) -> Result<(), LabError> {
         )?;
         let s = r.summary(&plan);
         eprintln!(
-            "lab:   {} of {} failed, {} unkeyed POSTs applied twice, {} retries",
+            "lab:   {} of {} failed, {} unkeyed POSTs applied twice, {} retries; {}",
             s.failed.values().sum::<usize>(),
             s.sent,
             s.unkeyed_twice,
-            r.retries
+            r.retries,
+            report::failure_reasons(&r)
         );
+        let counters: Vec<String> = r.counters.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        eprintln!("lab:   counters: {}", counters.join(", "));
+        if std::env::var_os("KONG_RETRY_LAB_VERBOSE").is_some() {
+            for o in r
+                .outcomes
+                .iter()
+                .filter(|o| o.failed() && o.kind != Kind::UnkeyedPost)
+            {
+                let n = r.deliveries.get(&request_id(o.seq)).copied().unwrap_or(0);
+                eprintln!(
+                    "lab:   failed {} r{} due {:.0} ms after {:.0} ms, delivered {n}×: {} {}",
+                    o.kind.name(),
+                    o.seq,
+                    o.scheduled_ms,
+                    o.latency_ms,
+                    o.failure.as_deref().unwrap_or(""),
+                    o.detail.as_deref().unwrap_or("")
+                );
+            }
+        }
         results.push(r);
     }
     let table = report::table(&results, &plan);
     let wall = started.elapsed();
-    if short {
+    if partial {
         println!("{table}");
         println!(
             "(short lab: {:.0} s wall; the full lab: cargo run --release -p kong-retry-lab)",

