@@ -2,6 +2,7 @@
 //! events as vertical lines. Drawn on a plain RGB raster (text from DejaVu Sans, Debian
 //! `fonts-dejavu-core`), encoded with `png`.
 
+use crate::load::Kind;
 use crate::report::RowResult;
 use crate::scenario::Action;
 use crate::{err, LabError};
@@ -100,6 +101,11 @@ impl Canvas {
     }
 }
 
+/// The colour halfway to white.
+fn lighter(c: Rgb) -> Rgb {
+    c.map(|v| v + (255 - v) / 2)
+}
+
 fn load_font() -> Result<FontVec, LabError> {
     let path = std::env::var("KONG_RETRY_LAB_FONT").unwrap_or_else(|_| FONT.to_string());
     let bytes = std::fs::read(&path).map_err(|e| {
@@ -132,7 +138,13 @@ pub fn timeline(
     let x_of = |ms: f64| left + ((ms / duration_ms) * plot_w as f64) as i64;
     let bins: Vec<Vec<u32>> = results
         .iter()
-        .map(|r| r.failures_per_bin(bin_ms, duration_ms))
+        .map(|r| r.failures_per_bin(bin_ms, duration_ms, |_| true))
+        .collect();
+    // The part of each bar that is unkeyed POSTs (which no gateway may resend after a
+    // reset), drawn lighter.
+    let unkeyed: Vec<Vec<u32>> = results
+        .iter()
+        .map(|r| r.failures_per_bin(bin_ms, duration_ms, |k| k == Kind::UnkeyedPost))
         .collect();
     let peak = bins.iter().flatten().copied().max().unwrap_or(0).max(1);
     c.text(left as f32, 10.0, 22.0, INK, title);
@@ -141,7 +153,7 @@ pub fn timeline(
         40.0,
         15.0,
         INK,
-        &format!("Failed requests per 100 ms (bar height; full lane = {peak}), by time the request was due. Red dashed: an upstream taken away; green: started again."),
+        &format!("Failed requests per 100 ms (bar height; full lane = {peak}), by time the request was due; the lighter part of a bar is unkeyed POSTs. Red dashed: an upstream taken away; green: started again."),
     );
     let bottom = top + lane_h * results.len() as i64;
     // Time grid every 2 s.
@@ -164,7 +176,7 @@ pub fn timeline(
         xlabel,
     );
     // Lanes.
-    for (i, (r, b)) in results.iter().zip(&bins).enumerate() {
+    for (i, ((r, b), u)) in results.iter().zip(&bins).zip(&unkeyed).enumerate() {
         let y0 = top + lane_h * i as i64;
         let base = y0 + lane_h - 6;
         c.rect(left, y0 + 18, left + plot_w, base, LANE);
@@ -191,8 +203,20 @@ pub fn timeline(
             }
             let x0 = x_of(k as f64 * bin_ms);
             let x1 = x_of((k + 1) as f64 * bin_ms).max(x0 + 2);
-            let hgt = ((f64::from(n) / f64::from(peak)) * (base - y0 - 18) as f64).max(2.0) as i64;
+            let scale =
+                |v: u32| ((f64::from(v) / f64::from(peak)) * (base - y0 - 18) as f64) as i64;
+            let hgt = scale(n).max(2);
             c.rect(x0, base - hgt, x1 - 1, base, colour);
+            let light = u.get(k).copied().unwrap_or(0);
+            if light > 0 {
+                c.rect(
+                    x0,
+                    base - scale(light).max(2),
+                    x1 - 1,
+                    base,
+                    lighter(colour),
+                );
+            }
         }
     }
     // Events, from the first row (every row ran the same plan).

@@ -105,11 +105,16 @@ impl RowResult {
         s
     }
 
-    /// Failures per `bin_ms` of due time, over `duration_ms`.
-    pub fn failures_per_bin(&self, bin_ms: f64, duration_ms: f64) -> Vec<u32> {
+    /// Failures per `bin_ms` of due time, over `duration_ms`, of the requests `which` picks.
+    pub fn failures_per_bin(
+        &self,
+        bin_ms: f64,
+        duration_ms: f64,
+        which: impl Fn(Kind) -> bool,
+    ) -> Vec<u32> {
         let n = (duration_ms / bin_ms).ceil() as usize;
         let mut bins = vec![0u32; n.max(1)];
-        for o in self.outcomes.iter().filter(|o| o.failed()) {
+        for o in self.outcomes.iter().filter(|o| o.failed() && which(o.kind)) {
             let i = ((o.scheduled_ms / bin_ms) as usize).min(bins.len() - 1);
             bins[i] += 1;
         }
