@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # The README's first command. Installs what is missing (scripts/setup.sh), builds dist/
-# (kong_retry.wasm + kong_retry.meta.json), then runs the real filter on the proxy-wasm
-# test host under Kong's rules (dispatch mode) and Envoy's (response mode) and prints a
-# trace of a request whose upstream fails twice, and of a POST without and with an
-# Idempotency-Key. Exit status 1 when the filter misbehaved: the demo is a smoke check.
+# (kong_retry.wasm + kong_retry.meta.json), then runs a short rolling-upgrade lab on real
+# sockets: real Envoy 1.40 with and without the filter in front of three real upstreams that
+# are replaced one by one, under open-loop load; it prints the table (docs/lab.md has the
+# full lab, `cargo run --release -p kong-retry-lab`).
+#   ./demo.sh trace   instead prints the scripted trace of the filter on the test host under
+#                     Kong's and Envoy's rules (a request that fails twice, POSTs with and
+#                     without an Idempotency-Key); exit 1 when the filter misbehaved.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 ./scripts/setup.sh
 ./wasm-build.sh
 
-if [ ! -x target/debug/kong-retry-demo ]; then
-  echo "demo: building the demo and the test host; the first build compiles wasmtime and"
-  echo "      tokio (about 160 crates, 4-5 min on 2 cores), later ones take seconds"
+if [ ! -d target/debug/build ]; then
+  echo "demo: the first build compiles the harness, the test host, wasmtime and tokio"
+  echo "      (about 170 crates, 4-5 min on 2 cores); later ones take seconds"
 fi
-# Not quiet: Cargo's progress line shows the first build moving. ./test.sh and the tools
-# reuse this build (feature-pins/).
-cargo build -p kong-retry-demo
+if [ "${1:-}" = "trace" ]; then
+  # Not quiet: Cargo's progress line shows the first build moving. ./test.sh and the tools
+  # reuse this build (feature-pins/).
+  cargo build -p kong-retry-demo
+  echo
+  exec cargo run -q -p kong-retry-demo
+fi
+cargo build -p kong-retry-lab
 echo
-exec cargo run -q -p kong-retry-demo
+exec cargo run -q -p kong-retry-lab -- --short

@@ -20,6 +20,8 @@ command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # The cluster-wide idempotency store's tests start a real etcd (harness/src/etcd.rs).
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# The lab's picture (lab/src/plot.rs) draws its text with DejaVu Sans.
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""

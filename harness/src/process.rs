@@ -68,6 +68,33 @@ impl Process {
             .unwrap_or_default()
     }
 
+    /// Sends `signal` (e.g. `libc::SIGTERM`, `libc::SIGKILL`) unless it has exited.
+    pub fn signal(&mut self, signal: i32) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; it has not been reaped (try_wait above).
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// Waits up to `limit` for it to exit; true when it has.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            if self.exited().is_some() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// `Some(exit status)` once it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

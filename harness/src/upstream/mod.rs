@@ -2,6 +2,7 @@
 //! test side of it: start it, script it per request (see [`script`]), read back what it
 //! saw over its control endpoint.
 
+pub mod cli;
 pub mod script;
 pub mod server;
 
@@ -45,6 +46,20 @@ pub struct Summary {
     pub keys: Vec<(String, u64, u64)>,
 }
 
+/// How to start a `kong-retry-upstream`.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Listen on this port (default: a free one).
+    pub port: Option<u16>,
+    /// Append every request received to this file (`server::Options::journal`).
+    pub journal: Option<PathBuf>,
+    /// SIGTERM drains instead of exiting at once.
+    pub graceful: bool,
+    /// Arguments before the server's own: for a program that serves as the upstream on a
+    /// subcommand (it then calls [`cli::run`]).
+    pub leading_args: Vec<String>,
+}
+
 /// A running `kong-retry-upstream`; dropping it stops the process.
 pub struct Upstream {
     process: Process,
@@ -79,10 +94,26 @@ impl Upstream {
 
     /// Starts the given `kong-retry-upstream` binary.
     pub fn start_binary(bin: &Path) -> Result<Upstream, HarnessError> {
+        Self::start_with(bin, &StartOptions::default())
+    }
+
+    /// Starts the given binary as `options` say (a fixed port lets a rollout restart an
+    /// instance where its clients expect it).
+    pub fn start_with(bin: &Path, options: &StartOptions) -> Result<Upstream, HarnessError> {
         let dir = run_dir("upstream")?;
         let port_file = dir.join("port");
         let mut cmd = Command::new(bin);
+        cmd.args(&options.leading_args);
         cmd.arg("--port-file").arg(&port_file);
+        if let Some(port) = options.port {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        if let Some(journal) = &options.journal {
+            cmd.arg("--journal").arg(journal);
+        }
+        if options.graceful {
+            cmd.arg("--graceful");
+        }
         let mut process = Process::spawn("kong-retry-upstream", cmd, &dir.join("upstream.log"))?;
         let until = Instant::now() + Duration::from_secs(10);
         loop {
@@ -103,6 +134,19 @@ impl Upstream {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Graceful stop (needs [`StartOptions::graceful`]): SIGTERM, then it stops accepting,
+    /// answers what is in flight and exits; waits up to `limit`. True when it exited.
+    pub fn drain(&mut self, limit: Duration) -> bool {
+        self.process.signal(libc::SIGTERM);
+        self.process.wait_exit(limit)
+    }
+
+    /// Abrupt stop: SIGKILL with its connections open; returns once it is gone.
+    pub fn kill(&mut self) {
+        self.process.signal(libc::SIGKILL);
+        self.process.wait_exit(Duration::from_secs(5));
     }
 
     /// Its address on 127.0.0.1.

@@ -1,14 +1,19 @@
 //! The upstream server behind `kong-retry-upstream`: answers each request as its
 //! [`Script`] says, records every call, and reports them on `/_control/...`.
 //!
-//! Thread per connection, keep-alive, loopback only.
+//! Thread per connection, keep-alive, loopback only. Optionally it appends every request it
+//! received whole to a journal file (so that effects are counted even after a SIGKILL) and
+//! drains gracefully when asked (see [`Options::drain`]).
 
 use super::script::{pattern, Script, Step};
 use crate::http1;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,31 @@ struct Book {
 struct State {
     started: Instant,
     book: Mutex<Book>,
+    /// One line per request received whole (see [`Options::journal`]).
+    journal: Option<Mutex<File>>,
+    /// Set once a drain began: answers close their connection.
+    draining: AtomicBool,
+    /// Requests received and not yet answered.
+    in_flight: AtomicUsize,
+    /// Connections waiting for their next request, by connection number: a drain closes them.
+    idle: Mutex<HashMap<u64, TcpStream>>,
+    next_conn: AtomicU64,
+}
+
+/// How [`serve_with`] runs.
+#[derive(Default)]
+pub struct Options {
+    /// Appends `<ms since start> <method> <id> <idempotency-key or -> <x-retry-attempt or
+    /// -> <x-envoy-attempt-count or ->` for every request received whole, before it is
+    /// answered: the request's effect is applied on arrival, so the journal counts effects
+    /// even when the process is killed before it answers.
+    pub journal: Option<File>,
+    /// When this becomes true (e.g. from a SIGTERM handler) the server drains: it stops
+    /// accepting (the listening socket is shut down), closes idle keep-alive connections,
+    /// answers the requests in flight (with `connection: close`), then exits the process
+    /// (status 0; after `drain_limit` at the latest).
+    pub drain: Option<&'static AtomicBool>,
+    pub drain_limit: Duration,
 }
 
 impl State {
@@ -54,16 +84,70 @@ impl State {
 
 /// Serves on `listener` until the process is stopped.
 pub fn serve(listener: TcpListener) -> std::io::Result<()> {
+    serve_with(listener, Options::default())
+}
+
+/// Serves on `listener` until the process is stopped or has drained.
+pub fn serve_with(listener: TcpListener, options: Options) -> std::io::Result<()> {
     let state = Arc::new(State {
         started: Instant::now(),
         book: Mutex::new(Book::default()),
+        journal: options.journal.map(Mutex::new),
+        draining: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        idle: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(0),
     });
+    if let Some(flag) = options.drain {
+        use std::os::fd::AsRawFd;
+        let fd = listener.as_raw_fd();
+        let state = state.clone();
+        let limit = options.drain_limit;
+        std::thread::spawn(move || drain_when(flag, fd, &state, limit));
+    }
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            if state.draining.load(Ordering::SeqCst) {
+                break;
+            }
+            continue;
+        };
         let state = state.clone();
         std::thread::spawn(move || connection(stream, &state));
     }
-    Ok(())
+    // Draining: the drain thread exits the process once the requests in flight are answered.
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Waits for `flag`, then drains (see [`Options::drain`]).
+fn drain_when(flag: &AtomicBool, listener_fd: i32, state: &State, limit: Duration) {
+    while !flag.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    state.draining.store(true, Ordering::SeqCst);
+    // SAFETY: shutdown(2) on the listening socket this process owns; it stays open (the accept
+    // loop holds it), new connections are refused and the accept loop wakes with an error.
+    unsafe {
+        libc::shutdown(listener_fd, libc::SHUT_RDWR);
+    }
+    let idle: Vec<TcpStream> = state
+        .idle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .map(|(_, s)| s)
+        .collect();
+    for s in idle {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    let until = Instant::now() + limit;
+    while state.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("kong-retry-upstream drained");
+    std::process::exit(0);
 }
 
 fn connection(stream: TcpStream, state: &State) {
@@ -71,13 +155,31 @@ fn connection(stream: TcpStream, state: &State) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut r = BufReader::new(read_half);
     let mut w = stream;
     loop {
-        let head = match http1::read_head(&mut r) {
+        if let Ok(idle) = w.try_clone() {
+            state
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(conn, idle);
+        }
+        if state.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        let head = http1::read_head(&mut r);
+        state
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn);
+        let head = match head {
             Ok(Some(h)) => h,
             _ => return,
         };
+        let _busy = InFlight::new(state);
         let arrived_ms = state.ms();
         let mut parts = head.start.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
@@ -91,7 +193,8 @@ fn connection(stream: TcpStream, state: &State) {
                 }
             };
         let close = http1::header(&head.headers, "connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || state.draining.load(Ordering::SeqCst);
         if target.starts_with("/_control/") {
             let (status, value) = control(&target, state);
             let text = value.to_string();
@@ -121,6 +224,21 @@ fn connection(stream: TcpStream, state: &State) {
             }
         };
         let key = http1::header(&head.headers, "idempotency-key").map(str::to_string);
+        if let Some(journal) = &state.journal {
+            let field = |name: &str| http1::header(&head.headers, name).unwrap_or("-");
+            let line = format!(
+                "{arrived_ms:.1} {method} {} {} {} {}\n",
+                script.id,
+                key.as_deref().unwrap_or("-"),
+                field("x-retry-attempt"),
+                field("x-envoy-attempt-count"),
+            );
+            // One write(2) per line on an O_APPEND file: whole lines, even across a SIGKILL.
+            let _ = journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(line.as_bytes());
+        }
         // Numbered and recorded under one lock (parallel calls of one id), on arrival, so
         // that a hanging call is seen while it hangs.
         let mut book = state.book();
@@ -154,7 +272,8 @@ fn connection(stream: TcpStream, state: &State) {
                 false
             }
             Step::Status(code) => {
-                let mut headers = common_headers(&script, n, &body);
+                let mut headers =
+                    common_headers(&script, n, &body, state.draining.load(Ordering::SeqCst));
                 if let Some(ra) = &script.retry_after {
                     headers.push(("retry-after", ra.clone()));
                 }
@@ -162,7 +281,8 @@ fn connection(stream: TcpStream, state: &State) {
                 respond(&mut w, code, &headers, text.as_bytes(), method == "HEAD").is_ok()
             }
             Step::Ok => {
-                let headers = common_headers(&script, n, &body);
+                let headers =
+                    common_headers(&script, n, &body, state.draining.load(Ordering::SeqCst));
                 let reply = if script.echo {
                     body.clone()
                 } else if let Some(size) = script.size {
@@ -187,18 +307,43 @@ fn connection(stream: TcpStream, state: &State) {
                 slot.answered_ms = record.answered_ms;
             }
         }
-        if !keep || close {
+        if !keep || close || state.draining.load(Ordering::SeqCst) {
             return;
         }
     }
 }
 
-fn common_headers(script: &Script, n: u64, body: &[u8]) -> Vec<(&'static str, String)> {
+/// Counts a request as in flight while it lives (a drain waits for it).
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn new(state: &'a State) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn common_headers(
+    script: &Script,
+    n: u64,
+    body: &[u8],
+    draining: bool,
+) -> Vec<(&'static str, String)> {
     let mut h = vec![
         ("x-upstream-call", n.to_string()),
         ("x-body-sha256", http1::sha256_hex(body)),
         ("x-body-length", body.len().to_string()),
     ];
+    if draining {
+        // A draining server tells the client this connection ends with this answer.
+        h.push(("connection", "close".into()));
+    }
     for i in 1..=script.cookies {
         h.push(("set-cookie", format!("c{i}=v{i}; Path=/")));
     }

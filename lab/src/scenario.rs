@@ -1,0 +1,195 @@
+//! The rollout: what happens to the upstreams, when, while the load runs. The phases a
+//! request falls in are named by the time it was due.
+
+use crate::pool::Pool;
+use crate::LabError;
+use std::time::{Duration, Instant};
+
+/// One thing done to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Graceful stop of one instance (SIGTERM: stop accepting, drain, exit).
+    Drain(usize),
+    /// SIGKILL of one instance, connections open.
+    Kill(usize),
+    /// SIGKILL of every instance.
+    KillAll,
+    Restart(usize),
+    RestartAll,
+}
+
+impl Action {
+    pub fn label(self) -> String {
+        match self {
+            Action::Drain(i) => format!("drain u{i}"),
+            Action::Kill(i) => format!("kill u{i}"),
+            Action::KillAll => "kill all".into(),
+            Action::Restart(i) => format!("start u{i}"),
+            Action::RestartAll => "start all".into(),
+        }
+    }
+
+    /// An action that takes an instance away (an incident).
+    pub fn is_outage(self) -> bool {
+        matches!(self, Action::Drain(_) | Action::Kill(_) | Action::KillAll)
+    }
+}
+
+/// A named span of the run.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub name: &'static str,
+    pub from_ms: f64,
+    pub to_ms: f64,
+}
+
+/// The whole run: load length, actions at times, phases.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub duration: Duration,
+    pub actions: Vec<(f64, Action)>,
+    pub phases: Vec<Phase>,
+}
+
+/// Rolling replacement of every instance, one at a time: take it away, wait `gap`, start
+/// it again, wait `settle` before the next.
+fn rolling(
+    at: f64,
+    n: usize,
+    take: fn(usize) -> Action,
+    gap: f64,
+    settle: f64,
+    out: &mut Vec<(f64, Action)>,
+) -> f64 {
+    let mut t = at;
+    for i in 0..n {
+        out.push((t, take(i)));
+        out.push((t + gap, Action::Restart(i)));
+        t += gap + settle;
+    }
+    t
+}
+
+impl Plan {
+    /// The full lab: calm, graceful rolling update, abrupt rolling update, every instance
+    /// down for 2 s, calm again.
+    pub fn full(n: usize) -> Plan {
+        let mut actions = Vec::new();
+        let calm = 4000.0;
+        let graceful_end = rolling(calm, n, Action::Drain, 1000.0, 1500.0, &mut actions);
+        let abrupt_end = rolling(graceful_end, n, Action::Kill, 1000.0, 1500.0, &mut actions);
+        actions.push((abrupt_end, Action::KillAll));
+        actions.push((abrupt_end + 2000.0, Action::RestartAll));
+        let gap_end = abrupt_end + 4000.0;
+        Plan {
+            duration: Duration::from_millis((gap_end + 2000.0) as u64),
+            actions,
+            phases: vec![
+                Phase {
+                    name: "calm",
+                    from_ms: 0.0,
+                    to_ms: calm,
+                },
+                Phase {
+                    name: "graceful",
+                    from_ms: calm,
+                    to_ms: graceful_end,
+                },
+                Phase {
+                    name: "abrupt",
+                    from_ms: graceful_end,
+                    to_ms: abrupt_end,
+                },
+                Phase {
+                    name: "2 s gap",
+                    from_ms: abrupt_end,
+                    to_ms: gap_end,
+                },
+                Phase {
+                    name: "after",
+                    from_ms: gap_end,
+                    to_ms: f64::MAX,
+                },
+            ],
+        }
+    }
+
+    /// The short lab (`--short`, the demo, the test): one drain, one kill, the 2 s gap.
+    pub fn short(seconds: f64) -> Plan {
+        let s = seconds * 1000.0 / 15.0;
+        let calm = 3.0 * s;
+        let actions = vec![
+            (calm, Action::Drain(0)),
+            (calm + 1.0 * s, Action::Restart(0)),
+            (calm + 3.0 * s, Action::Kill(1)),
+            (calm + 4.0 * s, Action::Restart(1)),
+            (calm + 6.0 * s, Action::KillAll),
+            (calm + 6.0 * s + 2000.0, Action::RestartAll),
+        ];
+        Plan {
+            duration: Duration::from_millis((15.0 * s) as u64),
+            actions,
+            phases: vec![
+                Phase {
+                    name: "calm",
+                    from_ms: 0.0,
+                    to_ms: calm,
+                },
+                Phase {
+                    name: "graceful",
+                    from_ms: calm,
+                    to_ms: calm + 3.0 * s,
+                },
+                Phase {
+                    name: "abrupt",
+                    from_ms: calm + 3.0 * s,
+                    to_ms: calm + 6.0 * s,
+                },
+                Phase {
+                    name: "2 s gap",
+                    from_ms: calm + 6.0 * s,
+                    to_ms: calm + 6.0 * s + 3000.0,
+                },
+                Phase {
+                    name: "after",
+                    from_ms: calm + 6.0 * s + 3000.0,
+                    to_ms: f64::MAX,
+                },
+            ],
+        }
+    }
+
+    /// The phase a request due at `ms` belongs to.
+    pub fn phase_of(&self, ms: f64) -> &'static str {
+        self.phases
+            .iter()
+            .find(|p| ms >= p.from_ms && ms < p.to_ms)
+            .map_or("after", |p| p.name)
+    }
+
+    /// Performs the actions on time (from `start`); the times they really happened, ms.
+    pub fn perform(&self, pool: &mut Pool, start: Instant) -> Result<Vec<(f64, Action)>, LabError> {
+        let mut done = Vec::new();
+        for &(at, action) in &self.actions {
+            let due = start + Duration::from_secs_f64(at / 1000.0);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let happened = start.elapsed().as_secs_f64() * 1000.0;
+            match action {
+                Action::Drain(i) => pool.drain(i),
+                Action::Kill(i) => pool.kill(i),
+                Action::KillAll => (0..pool.len()).for_each(|i| pool.kill(i)),
+                Action::Restart(i) => pool.restart(i)?,
+                Action::RestartAll => {
+                    for i in 0..pool.len() {
+                        pool.restart(i)?;
+                    }
+                }
+            }
+            done.push((happened, action));
+        }
+        Ok(done)
+    }
+}
