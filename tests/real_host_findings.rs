@@ -36,17 +36,24 @@ fn a_healthy_start_logs_nothing_above_info() {
 }
 
 /// The host is decided from the first request, where each host answers what only it has:
-/// the filter must not take Kong for Envoy (which answers `plugin_root_id` like Kong).
+/// on Kong the filter must not take itself for Envoy (Kong answers `plugin_root_id` too).
+/// What shows it: Kong's attempts are all dispatched (it cannot retry after the native
+/// response), Envoy's first attempt goes natively (response mode).
 #[test]
 fn each_host_is_told_apart_from_the_first_request() {
-    for (setup, want) in [
-        (Setup::Kong, "host detected: kong"),
-        (Setup::EnvoyResponse, "host detected: envoy"),
-    ] {
+    for (setup, first_native) in [(Setup::Kong, false), (Setup::EnvoyResponse, true)] {
         let mut gw = setup.gateway("", 1);
-        gw.run(Request::new("GET", "/x"), script(vec![Reply::status(200)]))
+        let ex = gw
+            .run(
+                Request::new("GET", "/x"),
+                script(vec![Reply::status(503), Reply::status(200)]),
+            )
             .unwrap();
-        assert!(gw.log_contains(want), "{setup:?}: {:?}", gw.logs());
+        assert_eq!(ex.response.status, 200, "{setup:?}");
+        let backend: Vec<_> = ex.calls.iter().filter(|c| is_backend(c)).collect();
+        assert_eq!(backend.len(), 2, "{setup:?}");
+        assert_eq!(!backend[0].is_dispatch(), first_native, "{setup:?}");
+        assert!(backend[1].is_dispatch(), "{setup:?}");
     }
 }
 

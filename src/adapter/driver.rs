@@ -7,7 +7,7 @@ use super::root::{Host, Notice, Shared};
 use crate::adaptive::{self, Handling};
 use crate::config::{self, BudgetScope, Mode, Plan, ProtectionScope, Scheme};
 use crate::exchange::{
-    Action, Attempt, AttemptResponse, BodyRead, Event, Exchange, Execution, Target,
+    Action, Attempt, AttemptResponse, BodyRead, Event, Exchange, Execution, FinalResponse, Target,
 };
 use crate::header_map::first;
 use crate::metrics::{self, Counter};
@@ -274,7 +274,8 @@ impl Driver {
     }
 
     /// Resolves execution mode and target for this request; `None` leaves it alone.
-    /// `body_follows`: the host said the request headers are not the end of the stream.
+    /// `body_follows`: the host said the request headers are not the end of the stream (Kong
+    /// always says so; only Envoy's answer is used).
     fn start_exchange(&mut self, plan: Rc<Plan>, body_follows: bool) -> Option<Exchange> {
         self.can_wait = self.host == Host::Envoy || plan.delay_endpoint.is_some();
         let execution = match (plan.mode, self.host) {
@@ -356,9 +357,7 @@ impl Driver {
         if plan.mode == Mode::Adaptive && self.adaptive_handling(&plan) == Handling::Watch {
             return HostAction::Continue;
         }
-        self.exchange = self
-            .start_exchange(plan, !end_of_stream && self.host == Host::Envoy)
-            .map(Box::new);
+        self.exchange = self.start_exchange(plan, !end_of_stream).map(Box::new);
         let Some(target) = self
             .exchange
             .as_deref()
@@ -585,18 +584,10 @@ impl Driver {
                     if self.in_failed_call && phase == Phase::Async {
                         return self.relay_response();
                     }
-                    let (headers, body) = self.head_framing(&resp.headers, &resp.body);
-                    match abi::send_local_response(resp.status, &headers, &body) {
-                        Ok(()) => return HostAction::Pause,
-                        Err(s) => {
-                            log::error!(
-                                "kong_retry [{}]: cannot send the response (status {})",
-                                self.id,
-                                s.0
-                            );
-                            return self.pass_through(phase);
-                        }
-                    }
+                    return match self.send_final(&resp) {
+                        Ok(()) => HostAction::Pause,
+                        Err(()) => self.pass_through(phase),
+                    };
                 }
             }
         }
@@ -612,13 +603,7 @@ impl Driver {
     /// The delay endpoint answers a zero wait at once. Without one, the request goes the
     /// native way once more: never a dropped connection.
     fn relay_response(&mut self) -> HostAction {
-        let endpoint = self
-            .shared
-            .plan
-            .borrow()
-            .as_ref()
-            .and_then(|p| p.delay_endpoint.clone());
-        if let Some(endpoint) = endpoint {
+        if let Some(endpoint) = self.delay_endpoint() {
             if let Some(token) = dispatch_delay(&endpoint, 0) {
                 self.track(token, Purpose::Relay);
                 return HostAction::Pause;
@@ -645,15 +630,30 @@ impl Driver {
         else {
             return;
         };
+        if self.send_final(&resp).is_err() {
+            self.abandon_response();
+        }
+    }
+
+    /// Sends the final response to the client (`send_http_response`); an error is logged.
+    fn send_final(&self, resp: &FinalResponse) -> Result<(), ()> {
         let (headers, body) = self.head_framing(&resp.headers, &resp.body);
-        if let Err(s) = abi::send_local_response(resp.status, &headers, &body) {
+        abi::send_local_response(resp.status, &headers, &body).map_err(|s| {
             log::error!(
                 "kong_retry [{}]: cannot send the response (status {})",
                 self.id,
                 s.0
             );
-            self.abandon_response();
-        }
+        })
+    }
+
+    /// The configured delay endpoint (Kong's waits and relays), if any.
+    fn delay_endpoint(&self) -> Option<String> {
+        self.shared
+            .plan
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.delay_endpoint.clone())
     }
 
     /// The filter's answer cannot be delivered: the request goes natively (once more).
@@ -810,13 +810,7 @@ impl Driver {
                 false
             }
             Host::Kong | Host::Unknown => {
-                let endpoint = self
-                    .shared
-                    .plan
-                    .borrow()
-                    .as_ref()
-                    .and_then(|p| p.delay_endpoint.clone());
-                let Some(endpoint) = endpoint else {
+                let Some(endpoint) = self.delay_endpoint() else {
                     self.shared.notice_once(
                         Notice::NoDelayEndpoint,
                         "no `delay_endpoint` configured: Kong offers no per-request timer, so retries go immediately, without backoff",
