@@ -97,6 +97,9 @@ pub struct Bootstrap {
     pub disabled_prefix: Option<String>,
     /// Envoy's `-l` level (the filters' lines come through the `wasm` component at info).
     pub log_level: String,
+    /// More clusters, one endpoint each, that the filter dispatches to by name (e.g. an
+    /// `etcd` cluster for the idempotency store).
+    pub clusters: Vec<(String, SocketAddr)>,
 }
 
 impl Bootstrap {
@@ -111,7 +114,14 @@ impl Bootstrap {
             retry_budget: None,
             disabled_prefix: None,
             log_level: "info".into(),
+            clusters: Vec::new(),
         }
+    }
+
+    /// Adds a cluster `name` with the one endpoint `addr`.
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push((name.to_string(), addr));
+        self
     }
 
     pub fn filter(mut self, f: WasmFilter) -> Self {
@@ -221,6 +231,21 @@ impl Bootstrap {
                 "              - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
                 u.ip(),
                 u.port()
+            ));
+        }
+        for (name, addr) in &self.clusters {
+            y.push_str(&format!(
+                "    - name: {name}
+      connect_timeout: 1s
+      type: STATIC
+      load_assignment:
+        cluster_name: {name}
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
+",
+                addr.ip(),
+                addr.port()
             ));
         }
         y.push_str(
