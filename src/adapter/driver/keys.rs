@@ -118,10 +118,7 @@ impl Driver {
                     } => match store_call(lock, response, expires_at_ms) {
                         Ok(c) => c,
                         Err(e) => {
-                            log::warn!(
-                                "kong_retry [{}]: idempotency: result not stored ({e}); the key stays locked until lock_timeout",
-                                self.id
-                            );
+                            self.settle_failed(&e.to_string());
                             return Step::Now(());
                         }
                     },
@@ -131,7 +128,7 @@ impl Driver {
                 if self.send_etcd(&plan, &call, StoreCall::Settle) {
                     Step::Pending
                 } else {
-                    self.store_failed("dispatch to etcd refused");
+                    self.settle_failed("dispatch to etcd refused");
                     Step::Now(())
                 }
             }
@@ -158,12 +155,8 @@ impl Driver {
                         "kong_retry [{}]: idempotency: the key was no longer ours; nothing settled",
                         self.id
                     ),
-                    Some(Err(e)) => {
-                        self.store_failed(&e.to_string());
-                    }
-                    None => {
-                        self.store_failed("no answer from etcd within etcd.timeout");
-                    }
+                    Some(Err(e)) => self.settle_failed(&e.to_string()),
+                    None => self.settle_failed("no answer from etcd within etcd.timeout"),
                 }
                 self.etcd_lock = None;
                 Some(Event::Settled)
@@ -217,6 +210,13 @@ impl Driver {
         self.shared.keys.borrow_mut().unavailable(why);
         self.count_effect(0, true, false);
         ClaimAnswer::Unavailable
+    }
+
+    /// A settle failed: the key stays locked until its deadline (the safe side), counted
+    /// and said once per VM.
+    fn settle_failed(&mut self, why: &str) {
+        self.shared.keys.borrow_mut().unsettled(why);
+        self.count_effect(0, true, false);
     }
 
     fn count_effect(&self, evicted: u32, unavailable: bool, stored: bool) {

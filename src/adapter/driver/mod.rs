@@ -677,8 +677,24 @@ impl Driver {
                     Step::Now(()) => action = self.handle(Event::Settled),
                     Step::Pending => return HostAction::Pause,
                 },
-                // The headers go on; the body is held until it is whole (on_response_body).
-                Action::ReadNativeBody => return self.pass_through(phase),
+                // The whole response is held until its result is stored: the client must not
+                // see its head before a duplicate can be replayed (a node killed in between
+                // would leave the key locked after the client saw the answer begin). Envoy
+                // still calls the body callback after a Pause in response headers; a
+                // Continue there (or a resumed stream) lets the head go with the body.
+                Action::ReadNativeBody if phase == Phase::ResponseHeaders => {
+                    self.label_native_response();
+                    return HostAction::Pause;
+                }
+                // Only a response-headers callback can decide to store a native result;
+                // anywhere else its body is out of reach: the key stays locked.
+                Action::ReadNativeBody => {
+                    let headers = self.native_headers.take().unwrap_or_default();
+                    action = self.handle(Event::NativeResponse {
+                        headers,
+                        body: None,
+                    });
+                }
                 Action::Respond(resp) => {
                     log::debug!(
                         "kong_retry [{}]: answering {} after {} attempt(s)",

@@ -20,6 +20,7 @@ pub struct VmKeys {
     pub lease: Option<ReusableLease>,
     announced: bool,
     warned: bool,
+    warned_settle: bool,
 }
 
 /// What a synchronous store call did, for the metrics.
@@ -43,6 +44,7 @@ impl VmKeys {
             lease: None,
             announced: false,
             warned: false,
+            warned_settle: false,
         }
     }
 
@@ -53,6 +55,7 @@ impl VmKeys {
         self.lease = None;
         self.announced = false;
         self.warned = false;
+        self.warned_settle = false;
         self.on_unavailable = c.on_store_unavailable;
         if !c.enabled || c.store != IdempotencyStore::Shared {
             return;
@@ -134,7 +137,7 @@ impl VmKeys {
             },
             Ok(Settled::NotOurs | Settled::NoRoom) => StoreEffect::default(),
             Err(e) => {
-                self.unavailable(&e.to_string());
+                self.unsettled(&e.to_string());
                 unavailable().1
             }
         }
@@ -179,9 +182,22 @@ impl VmKeys {
         );
     }
 
+    /// A key could not be settled: said once per VM.
+    pub fn unsettled(&mut self, why: &str) {
+        if self.warned_settle {
+            return;
+        }
+        self.warned_settle = true;
+        log::warn!(
+            "kong_retry [{}]: idempotency store unavailable: a result could not be stored or a key released ({why}); such keys stay locked until lock_timeout (duplicates get 409)",
+            self.root_id
+        );
+    }
+
     /// The store works again: the next failure is said again.
     pub fn recovered(&mut self) {
         self.warned = false;
+        self.warned_settle = false;
     }
 }
 
