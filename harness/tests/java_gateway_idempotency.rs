@@ -414,6 +414,26 @@ fn two_nodes_one_killed_three_times(mode: &str) {
     };
     let client_log = std::fs::read_to_string(&log).unwrap_or_default();
     let context = format!("{mode}: client log {}", log.display());
+    // The upstream's key is the header's value; the client prints it without the quotes.
+    let summary = upstream.summary().unwrap();
+    let per_key: BTreeMap<String, (u64, u64)> = summary
+        .keys
+        .iter()
+        .map(|(k, c, e)| (k.trim_matches('"').to_string(), (*c, *e)))
+        .collect();
+    let replayed = run.payments.iter().filter(|p| p.replayed).count();
+    // The measured numbers first, so that a failed run shows them too.
+    println!(
+        "{mode}: payments={} kills={} upstream_effects={} replayed={} client_attempts={} 409s={} wall={:.1}s (client: {})",
+        run.payments.len(),
+        run.kills,
+        per_key.values().map(|(_, e)| e).sum::<u64>(),
+        replayed,
+        run.attempt_lines,
+        run.conflicts_409,
+        run.wall.as_secs_f64(),
+        run.summary,
+    );
 
     // The client: every payment a 200, the summary line says so.
     assert_eq!(run.kills, KILL_AFTER.len(), "{context}: kills made");
@@ -428,12 +448,6 @@ fn two_nodes_one_killed_three_times(mode: &str) {
     // The upstream: each key seen once, applied once; the client got that call's answer.
     let keys: HashSet<&str> = run.payments.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys.len(), PAYMENTS, "{context}: one key per payment");
-    let summary = upstream.summary().unwrap();
-    let per_key: BTreeMap<String, (u64, u64)> = summary
-        .keys
-        .iter()
-        .map(|(k, c, e)| (k.trim_matches('"').to_string(), (*c, *e)))
-        .collect();
     let calls = upstream.calls("java").unwrap();
     let not_once: Vec<String> = run
         .payments
@@ -477,7 +491,6 @@ fn two_nodes_one_killed_three_times(mode: &str) {
     assert_eq!(summary.calls, PAYMENTS as u64, "{context}: upstream calls");
 
     // Each kill lost one answer the upstream had given; the other node replayed it.
-    let replayed = run.payments.iter().filter(|p| p.replayed).count();
     assert_eq!(replayed, run.kills, "{context}: replayed payments");
 
     // No node logged a wasm error, the killed ones included.
@@ -488,17 +501,6 @@ fn two_nodes_one_killed_three_times(mode: &str) {
         n.check_wasm_clean()
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
     }
-    println!(
-        "{mode}: payments={} kills={} upstream_effects={} replayed={} client_attempts={} 409s={} wall={:.1}s (client: {})",
-        run.payments.len(),
-        run.kills,
-        per_key.values().map(|(_, e)| e).sum::<u64>(),
-        replayed,
-        run.attempt_lines,
-        run.conflicts_409,
-        run.wall.as_secs_f64(),
-        run.summary,
-    );
 }
 
 /// Waits until `pid` has exited (a zombie counts as gone: it serves nothing).
