@@ -47,6 +47,7 @@ pub mod answer;
 pub mod base64;
 pub mod decision;
 pub mod etcd;
+pub mod etcd_steps;
 pub mod fingerprint;
 pub mod index;
 pub mod record;
