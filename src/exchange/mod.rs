@@ -5,6 +5,8 @@
 //! retry budget come through the narrow [`Env`] trait.
 
 mod key_guard;
+#[cfg(test)]
+mod key_tests;
 mod messages;
 
 pub use messages::{
