@@ -10,8 +10,13 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.net.http.HttpTimeoutException;
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
 import java.util.Optional;
 import java.util.Random;
 import java.util.UUID;
@@ -19,6 +24,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Consumer;
 import java.util.random.RandomGenerator;
 import java.util.regex.Matcher;
@@ -46,6 +52,14 @@ import java.util.regex.Pattern;
  * A reset or timeout does not tell us whether the server did the work. The key is what makes
  * retrying anyway safe: either the work was done and we get its stored result, or it was not
  * and it is done now. Both sides are needed; see {@link PaymentServer}.
+ *
+ * <p><b>Several gateway nodes.</b> Given more than one base URL, the client sends to one node
+ * and moves on to the next when that node cannot answer: a connect failure, a timeout, a
+ * reset, or 502/503/504. The retry carries the same key and the same bytes, so it is the same
+ * operation, and it is safe only when every node knows every key: the gateway's idempotency
+ * store must be cluster-wide (kong-retry's {@code idempotency.store: "etcd"}), or a backend
+ * that honours keys. It stays on the node for 409 (that node knows the request is in
+ * progress) and 429, and keeps the node that answered for the next operations.
  */
 public final class IdempotentClient {
 
@@ -84,13 +98,24 @@ public final class IdempotentClient {
     static final String GATEWAY_ATTEMPTS_HEADER = "x-kong-retry-attempts";
 
     private final HttpClient http;
-    private final URI baseUri;
+    private final List<URI> nodes;
+    /** The node the next attempt goes to: the last one that answered, or the next after a failure. */
+    private final AtomicInteger current = new AtomicInteger();
     private final RetryPolicy policy;
     private final RandomGenerator random;
     private final Consumer<String> log;
 
     public IdempotentClient(URI baseUri, RetryPolicy policy, RandomGenerator random, Consumer<String> log) {
-        this.baseUri = baseUri;
+        this(List.of(baseUri), policy, random, log);
+    }
+
+    /**
+     * A client of several gateway nodes (base URLs), tried in this order; see the class
+     * comment for when it moves to the next.
+     */
+    public IdempotentClient(List<URI> nodes, RetryPolicy policy, RandomGenerator random, Consumer<String> log) {
+        if (nodes.isEmpty()) throw new IllegalArgumentException("at least one base URL is needed");
+        this.nodes = List.copyOf(nodes);
         this.policy = policy;
         this.random = random;
         this.log = log;
@@ -105,6 +130,10 @@ public final class IdempotentClient {
 
     public IdempotentClient(URI baseUri, RetryPolicy policy) {
         this(baseUri, policy, new Random(), line -> System.err.println(line));
+    }
+
+    public IdempotentClient(List<URI> nodes, RetryPolicy policy) {
+        this(nodes, policy, new Random(), line -> System.err.println(line));
     }
 
     /** Starts a new logical operation: a fresh key. */
@@ -133,7 +162,9 @@ public final class IdempotentClient {
                         attempt - 1, key);
             }
             Duration timeout = min(policy.perAttemptTimeout(), Duration.ofNanos(remaining));
-            HttpRequest request = HttpRequest.newBuilder(baseUri.resolve(path))
+            final int node = Math.floorMod(current.get(), nodes.size());
+            final String at = nodes.size() > 1 ? " node=" + authority(node) : "";
+            HttpRequest request = HttpRequest.newBuilder(nodes.get(node).resolve(path))
                     .timeout(timeout)
                     .header("Content-Type", contentType)
                     // The draft defines the value as a Structured Field string: quoted.
@@ -143,6 +174,7 @@ public final class IdempotentClient {
 
             Duration wait;            // how long to wait before the next attempt
             String gatewayAttempts = "-";
+            boolean nodeFailed;       // this node could not answer: the next attempt goes to another
             try {
                 HttpResponse<byte[]> response = send(request, timeout);
                 int status = response.statusCode();
@@ -150,14 +182,18 @@ public final class IdempotentClient {
                 if (status >= 200 && status < 300) {
                     boolean replayed = response.headers().firstValue("Idempotent-Replayed")
                             .map("true"::equalsIgnoreCase).orElse(false);
-                    logAttempt(op, attempt, status + (replayed ? " replayed" : ""), gatewayAttempts, start, "done");
+                    logAttempt(op, attempt, at, status + (replayed ? " replayed" : ""), gatewayAttempts, start, "done");
                     return new Success(status, response.body(), response.headers(), replayed, attempt, key);
                 }
                 if (!RetryPolicy.isRetryableStatus(status)) {
-                    logAttempt(op, attempt, String.valueOf(status), gatewayAttempts, start, "stop: final answer");
+                    logAttempt(op, attempt, at, String.valueOf(status), gatewayAttempts, start, "stop: final answer");
                     return new Rejected(status, response.body(), attempt, key);
                 }
                 outcome = String.valueOf(status);
+                // 502/503/504: this node found no healthy way on, another may. 409 (in
+                // progress) and 429 (rate limited) are this node speaking for the key or
+                // the client: going elsewhere would not change them.
+                nodeFailed = status == 502 || status == 503 || status == 504;
                 wait = policy.backoff(attempt, random);
                 Optional<Duration> retryAfter = RetryAfter.parse(
                         response.headers().firstValue("Retry-After").orElse(null), Instant.now());
@@ -167,7 +203,7 @@ public final class IdempotentClient {
                         // longer than we agreed to is not our call. Hand it to the caller.
                         String reason = status + " with Retry-After " + retryAfter.get().toSeconds()
                                 + "s, more than the " + policy.maxRetryAfter().toSeconds() + "s we wait";
-                        logAttempt(op, attempt, outcome, gatewayAttempts, start, "stop: " + reason);
+                        logAttempt(op, attempt, at, outcome, gatewayAttempts, start, "stop: " + reason);
                         return new GaveUp(reason, attempt, key);
                     }
                     // At least what the server asked; the jitter on top keeps clients that got
@@ -176,6 +212,7 @@ public final class IdempotentClient {
                 }
             } catch (AttemptFailed failure) {
                 outcome = failure.getMessage();
+                nodeFailed = true;
                 wait = policy.backoff(attempt, random);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
@@ -184,16 +221,23 @@ public final class IdempotentClient {
 
             if (attempt >= policy.maxAttempts()) {
                 String reason = attempt + " attempts made, last: " + outcome;
-                logAttempt(op, attempt, outcome, gatewayAttempts, start, "stop: " + reason);
+                logAttempt(op, attempt, at, outcome, gatewayAttempts, start, "stop: " + reason);
                 return new GaveUp(reason, attempt, key);
             }
             if (wait.compareTo(Duration.ofNanos(deadline - System.nanoTime())) >= 0) {
                 String reason = "the deadline of " + policy.deadline().toMillis()
                         + " ms leaves no time for another attempt, last: " + outcome;
-                logAttempt(op, attempt, outcome, gatewayAttempts, start, "stop: " + reason);
+                logAttempt(op, attempt, at, outcome, gatewayAttempts, start, "stop: " + reason);
                 return new GaveUp(reason, attempt, key);
             }
-            logAttempt(op, attempt, outcome, gatewayAttempts, start, "retry in " + wait.toMillis() + " ms");
+            String next = "";
+            if (nodeFailed && nodes.size() > 1) {
+                // Only if no other operation moved on already: two operations that saw the same
+                // node fail move the client one node on, not two.
+                current.compareAndSet(node, (node + 1) % nodes.size());
+                next = " on " + authority(Math.floorMod(current.get(), nodes.size()));
+            }
+            logAttempt(op, attempt, at, outcome, gatewayAttempts, start, "retry in " + wait.toMillis() + " ms" + next);
             try {
                 Thread.sleep(wait.toMillis(), (int) (wait.toNanos() % 1_000_000));
             } catch (InterruptedException e) {
@@ -246,9 +290,14 @@ public final class IdempotentClient {
         throw new IllegalStateException("unexpected failure", t);
     }
 
-    private void logAttempt(String op, int attempt, String outcome, String gatewayAttempts, long start, String then) {
-        log.accept(String.format("op=%s attempt=%d outcome=%s gateway_attempts=%s elapsed_ms=%d then=%s",
-                op, attempt, outcome, gatewayAttempts, (System.nanoTime() - start) / 1_000_000, then));
+    /** {@code node} is {@code ""} for a one-node client, else {@code " node=host:port"}. */
+    private void logAttempt(String op, int attempt, String node, String outcome, String gatewayAttempts, long start, String then) {
+        log.accept(String.format("op=%s attempt=%d%s outcome=%s gateway_attempts=%s elapsed_ms=%d then=%s",
+                op, attempt, node, outcome, gatewayAttempts, (System.nanoTime() - start) / 1_000_000, then));
+    }
+
+    private String authority(int node) {
+        return nodes.get(node).getAuthority();
     }
 
     private static Duration min(Duration a, Duration b) {
@@ -259,18 +308,30 @@ public final class IdempotentClient {
 
     private static final Pattern ID = Pattern.compile("\"id\"\\s*:\\s*\"([^\"]+)\"");
 
+    private static final String USAGE = "usage: IdempotentClient <base-url>[,<base-url>...] [operations]"
+            + " [--per-attempt-ms N] [--deadline-ms N] [--path P] [--print-keys]";
+
     /**
-     * {@code IdempotentClient <base-url> [operations] [--per-attempt-ms N] [--deadline-ms N]}:
-     * creates {@code operations} payments at {@code <base-url>/payments} one after the other
-     * and ends with {@code operations=N ok=N failed=0}. Exit status 1 if any failed.
+     * {@code IdempotentClient <base-url>[,<base-url>...] [operations] [--per-attempt-ms N]
+     * [--deadline-ms N] [--path P] [--print-keys]}: creates {@code operations} payments at
+     * {@code <base-url>/<P>} (default {@code payments}) one after the other and ends with
+     * {@code operations=N ok=N failed=0 replayed=N attempts=N}. Several base URLs are gateway
+     * nodes (see the class comment). {@code --print-keys} adds each operation's full key and the
+     * SHA-256 of the body it got to its line, for a harness that matches them with what the
+     * upstream saw; keep it out of real logs. Exit status 1 if any operation failed.
      */
     public static void main(String[] args) {
         if (args.length < 1) {
-            System.err.println("usage: IdempotentClient <base-url> [operations] [--per-attempt-ms N] [--deadline-ms N]");
+            System.err.println(USAGE);
             System.exit(2);
         }
-        URI base = URI.create(args[0].endsWith("/") ? args[0] : args[0] + "/");
+        List<URI> nodes = new ArrayList<>();
+        for (String url : args[0].split(",")) {
+            nodes.add(URI.create(url.endsWith("/") ? url : url + "/"));
+        }
         int operations = 10;
+        String path = "payments";
+        boolean printKeys = false;
         RetryPolicy p = RetryPolicy.defaults();
         Duration perAttempt = p.perAttemptTimeout();
         Duration deadline = p.deadline();
@@ -278,33 +339,49 @@ public final class IdempotentClient {
             switch (args[i]) {
                 case "--per-attempt-ms" -> perAttempt = Duration.ofMillis(Long.parseLong(args[++i]));
                 case "--deadline-ms" -> deadline = Duration.ofMillis(Long.parseLong(args[++i]));
+                case "--path" -> path = args[++i];
+                case "--print-keys" -> printKeys = true;
                 default -> operations = Integer.parseInt(args[i]);
             }
         }
         RetryPolicy policy = new RetryPolicy(p.maxAttempts(), p.baseDelay(), p.maxDelay(),
                 perAttempt, deadline, p.maxRetryAfter());
-        IdempotentClient client = new IdempotentClient(base, policy);
+        IdempotentClient client = new IdempotentClient(nodes, policy);
 
         String run = UUID.randomUUID().toString().substring(0, 8);
-        int ok = 0;
+        int ok = 0, replayed = 0, attempts = 0;
         for (int i = 1; i <= operations; i++) {
             String json = String.format("{\"amount\":%d,\"currency\":\"EUR\",\"reference\":\"demo-%s-%d\"}",
                     100 + i, run, i);
-            Outcome outcome = client.post("payments", "application/json", json.getBytes(StandardCharsets.UTF_8));
+            Outcome outcome = client.post(path, "application/json", json.getBytes(StandardCharsets.UTF_8));
+            attempts += outcome.attempts();
+            String keys = printKeys ? " key=" + outcome.idempotencyKey() : "";
             if (outcome instanceof Success s) {
                 Matcher m = ID.matcher(s.bodyText());
-                System.out.printf("operation %d: %d %s attempts=%d%s%n", i, s.status(),
-                        m.find() ? m.group(1) : "?", s.attempts(), s.replayed() ? " replayed" : "");
+                System.out.printf("operation %d: %d %s attempts=%d%s%s%s%n", i, s.status(),
+                        m.find() ? m.group(1) : "?", s.attempts(), s.replayed() ? " replayed" : "",
+                        keys, printKeys ? " body_sha256=" + sha256Hex(s.body()) : "");
                 ok++;
+                if (s.replayed()) replayed++;
             } else if (outcome instanceof Rejected r) {
-                System.out.printf("operation %d: rejected %d %s%n", i, r.status(), r.bodyText());
+                System.out.printf("operation %d: rejected %d %s%s%n", i, r.status(), r.bodyText(), keys);
             } else if (outcome instanceof GaveUp g) {
-                System.out.printf("operation %d: gave up after %d attempts (%s); outcome unknown, resume with the same key%n",
-                        i, g.attempts(), g.reason());
+                System.out.printf("operation %d: gave up after %d attempts (%s); outcome unknown, resume with the same key%s%n",
+                        i, g.attempts(), g.reason(), keys);
             }
+            System.out.flush(); // a harness reads the lines as they come
         }
-        System.out.printf("operations=%d ok=%d failed=%d%n", operations, ok, operations - ok);
+        System.out.printf("operations=%d ok=%d failed=%d replayed=%d attempts=%d%n",
+                operations, ok, operations - ok, replayed, attempts);
         System.out.flush();
         System.exit(ok == operations ? 0 : 1);
+    }
+
+    private static String sha256Hex(byte[] bytes) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("every JDK has SHA-256", e);
+        }
     }
 }

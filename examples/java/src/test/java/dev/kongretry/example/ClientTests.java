@@ -6,8 +6,10 @@ import static dev.kongretry.example.TestRunner.eq;
 
 import com.sun.net.httpserver.HttpServer;
 
+import java.io.InputStream;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
+import java.net.Socket;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -19,6 +21,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /** The client against a scripted stub server: what it retries, what it stops on, what it sends. */
@@ -65,6 +69,58 @@ final class ClientTests {
         URI uri() { return URI.create("http://127.0.0.1:" + server.getAddress().getPort() + "/"); }
 
         @Override public void close() { server.stop(0); }
+    }
+
+    /**
+     * A node that dies with the request in hand: it accepts, reads the request head and its
+     * body, then closes the connection without answering (the client cannot tell whether it
+     * was applied). Counts the requests it swallowed.
+     */
+    static final class Swallower implements AutoCloseable {
+        final ServerSocket socket;
+        final AtomicInteger swallowed = new AtomicInteger();
+
+        Swallower() throws Exception {
+            socket = new ServerSocket(0, 16, java.net.InetAddress.getLoopbackAddress());
+            Thread t = new Thread(() -> {
+                while (!socket.isClosed()) {
+                    try (Socket s = socket.accept()) {
+                        InputStream in = s.getInputStream();
+                        // Head, then the body: the client sends both before it waits for an answer.
+                        String head = readHead(in);
+                        Matcher m = Pattern.compile("(?i)content-length:\\s*(\\d+)").matcher(head);
+                        in.readNBytes(m.find() ? Integer.parseInt(m.group(1)) : 0);
+                        swallowed.incrementAndGet();
+                    } catch (Exception e) {
+                        // closed
+                    }
+                }
+            });
+            t.setDaemon(true);
+            t.start();
+        }
+
+        private static String readHead(InputStream in) throws java.io.IOException {
+            StringBuilder b = new StringBuilder();
+            int c;
+            while ((c = in.read()) >= 0) {
+                b.append((char) c);
+                if (b.length() >= 4 && b.substring(b.length() - 4).equals("\r\n\r\n")) break;
+            }
+            return b.toString();
+        }
+
+        URI uri() { return URI.create("http://127.0.0.1:" + socket.getLocalPort() + "/"); }
+
+        @Override public void close() throws java.io.IOException { socket.close(); }
+    }
+
+    static IdempotentClient nodes(List<String> log, URI... nodes) {
+        return new IdempotentClient(List.of(nodes), fast(6), new Random(1), log::add);
+    }
+
+    static URI closedPort() throws Exception {
+        try (ServerSocket s = new ServerSocket(0)) { return URI.create("http://127.0.0.1:" + s.getLocalPort() + "/"); }
     }
 
     static RetryPolicy fast(int attempts) {
@@ -249,6 +305,84 @@ final class ClientTests {
             try (Stub stub = new Stub(Step.of(201, "Idempotent-Replayed", "true"))) {
                 IdempotentClient c = quiet(stub, 5);
                 check(as(IdempotentClient.Success.class, c.post("p", "application/json", body), "outcome").replayed(), "replayed");
+            }
+        });
+
+        r.test("client, two nodes: a refused connection moves to the next node with the same key and bytes", () -> {
+            URI dead = closedPort();
+            try (Stub b = new Stub(Step.of(201))) {
+                List<String> log = Collections.synchronizedList(new ArrayList<>());
+                var ok = as(IdempotentClient.Success.class, nodes(log, dead, b.uri()).post("payments", "application/json", body, "key-refused-1"), "outcome");
+                eq(2, ok.attempts(), "attempts");
+                eq(1, b.seen.size(), "requests at the second node");
+                eq("\"key-refused-1\"", b.seen.get(0).key(), "same key");
+                check(Arrays.equals(body, b.seen.get(0).body()), "same bytes");
+                check(log.get(0).matches("op=key-refu attempt=1 node=" + Pattern.quote(dead.getAuthority())
+                        + " outcome=connect-failed gateway_attempts=- elapsed_ms=\\d+ then=retry in \\d+ ms on "
+                        + Pattern.quote(b.uri().getAuthority())), "line 1: " + log.get(0));
+                check(log.get(1).contains("node=" + b.uri().getAuthority() + " outcome=201"), "line 2: " + log.get(1));
+            }
+        });
+
+        r.test("client, two nodes: a node that dies with the request in hand: the next node gets the same key and bytes", () -> {
+            try (Swallower a = new Swallower(); Stub b = new Stub(Step.of(201, "Idempotent-Replayed", "true"))) {
+                List<String> log = Collections.synchronizedList(new ArrayList<>());
+                var ok = as(IdempotentClient.Success.class, nodes(log, a.uri(), b.uri()).post("payments", "application/json", body, "key-lost-1"), "outcome");
+                eq(1, a.swallowed.get(), "the first node had the whole request");
+                eq(1, b.seen.size(), "requests at the second node");
+                eq("\"key-lost-1\"", b.seen.get(0).key(), "same key");
+                check(Arrays.equals(body, b.seen.get(0).body()), "same bytes");
+                check(ok.replayed(), "the second node's replay is reported");
+                check(log.get(0).contains("outcome=connection-lost"), "line 1: " + log.get(0));
+            }
+        });
+
+        r.test("client, two nodes: a node slower than the per-attempt timeout is left for the next", () -> {
+            try (Stub a = new Stub(new Step(201, Map.of(), "{\"late\":true}", 1500, null)); Stub b = new Stub(Step.of(201))) {
+                List<String> log = Collections.synchronizedList(new ArrayList<>());
+                var ok = as(IdempotentClient.Success.class, nodes(log, a.uri(), b.uri()).post("p", "application/json", body), "outcome");
+                eq("{\"status\":201}", ok.bodyText(), "the second node's answer");
+                eq(1, b.seen.size(), "requests at the second node");
+                eq(a.seen.get(0).key(), b.seen.get(0).key(), "same key at both nodes");
+            }
+        });
+
+        for (int status : new int[]{502, 503, 504}) {
+            r.test("client, two nodes: " + status + " moves on, and the next operation starts at the node that answered", () -> {
+                try (Stub a = new Stub(Step.of(status), Step.of(201)); Stub b = new Stub(Step.of(201))) {
+                    IdempotentClient c = nodes(new ArrayList<>(), a.uri(), b.uri());
+                    as(IdempotentClient.Success.class, c.post("p", "application/json", body), "first operation");
+                    as(IdempotentClient.Success.class, c.post("p", "application/json", body), "second operation");
+                    eq(1, a.seen.size(), "requests at the first node");
+                    eq(2, b.seen.size(), "requests at the second node");
+                    eq(a.seen.get(0).key(), b.seen.get(0).key(), "the retry carried the first attempt's key");
+                }
+            });
+        }
+
+        for (int status : new int[]{409, 429}) {
+            r.test("client, two nodes: " + status + " is retried at the same node", () -> {
+                try (Stub a = new Stub(Step.of(status), Step.of(201)); Stub b = new Stub(Step.of(201))) {
+                    as(IdempotentClient.Success.class, nodes(new ArrayList<>(), a.uri(), b.uri()).post("p", "application/json", body), "outcome");
+                    eq(2, a.seen.size(), "requests at the first node");
+                    eq(0, b.seen.size(), "requests at the second node");
+                }
+            });
+        }
+
+        r.test("client, two nodes: when both fail, attempts alternate and maxAttempts still bounds the call", () -> {
+            try (Stub a = new Stub(Step.of(503)); Stub b = new Stub(Step.of(502))) {
+                var gaveUp = as(IdempotentClient.GaveUp.class, nodes(new ArrayList<>(), a.uri(), b.uri()).post("p", "application/json", body), "outcome");
+                eq(6, gaveUp.attempts(), "attempts");
+                eq(3, a.seen.size(), "requests at the first node");
+                eq(3, b.seen.size(), "requests at the second node");
+            }
+        });
+
+        r.test("client, two nodes: a final answer (422) is not taken to another node", () -> {
+            try (Stub a = new Stub(Step.of(422)); Stub b = new Stub(Step.of(201))) {
+                as(IdempotentClient.Rejected.class, nodes(new ArrayList<>(), a.uri(), b.uri()).post("p", "application/json", body), "outcome");
+                eq(0, b.seen.size(), "requests at the second node");
             }
         });
     }
