@@ -170,22 +170,46 @@ fn relay_connection(client: TcpStream, s: &Arc<RelayState>) {
     });
     let (mut n_read, mut c_write) = (node, client);
     let mut buf = [0u8; 16384];
+    // The answer's bytes held back while the relay is armed, until they hold the first body
+    // byte: the filter releases a stored result's body only after the store answered (the
+    // head may go before it: Envoy cannot hold a response head and still read its body), so
+    // the first body byte is the moment from which a duplicate can be replayed.
+    let mut held: Vec<u8> = Vec::new();
     loop {
         match n_read.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 s.awaiting.store(false, Ordering::SeqCst);
-                if s.armed.swap(false, Ordering::SeqCst) {
-                    // The node answered: kill it with the answer in flight, and lose the answer.
-                    kill(s.pid.load(Ordering::SeqCst));
-                    let _ = c_write.shutdown(Shutdown::Both);
-                    let _ = n_read.shutdown(Shutdown::Both);
-                    let _ = s.events.lock().unwrap().send(Event::Tripped(s.node));
-                    return;
+                if s.armed.load(Ordering::SeqCst) {
+                    held.extend_from_slice(&buf[..n]);
+                    let body_began = held
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .is_some_and(|p| held.len() > p + 4);
+                    if !body_began {
+                        continue;
+                    }
+                    if s.armed.swap(false, Ordering::SeqCst) {
+                        // The node answered: kill it with the answer in flight, and lose it.
+                        kill(s.pid.load(Ordering::SeqCst));
+                        let _ = c_write.shutdown(Shutdown::Both);
+                        let _ = n_read.shutdown(Shutdown::Both);
+                        let _ = s.events.lock().unwrap().send(Event::Tripped(s.node));
+                        return;
+                    }
+                } else if !held.is_empty() {
+                    held.extend_from_slice(&buf[..n]);
                 }
-                if c_write.write_all(&buf[..n]).is_err() {
+                let out = if held.is_empty() {
+                    &buf[..n]
+                } else {
+                    // Another relay tripped meanwhile: this answer goes on whole.
+                    held.as_slice()
+                };
+                if c_write.write_all(out).is_err() {
                     break;
                 }
+                held.clear();
             }
         }
     }

@@ -677,14 +677,13 @@ impl Driver {
                     Step::Now(()) => action = self.handle(Event::Settled),
                     Step::Pending => return HostAction::Pause,
                 },
-                // The whole response is held until its result is stored: the client must not
-                // see its head before a duplicate can be replayed (a node killed in between
-                // would leave the key locked after the client saw the answer begin). Envoy
-                // still calls the body callback after a Pause in response headers; a
-                // Continue there (or a resumed stream) lets the head go with the body.
+                // The head goes on; the body is held until it is whole and its result
+                // stored (on_response_body), so no body byte reaches the client before a
+                // duplicate can be replayed. The head cannot be held too: a Pause in
+                // response headers is StopAllIterationAndWatermark on Envoy, whose body
+                // callbacks then never come (seen on 1.40: every such response hung).
                 Action::ReadNativeBody if phase == Phase::ResponseHeaders => {
-                    self.label_native_response();
-                    return HostAction::Pause;
+                    return self.pass_through(phase);
                 }
                 // Only a response-headers callback can decide to store a native result;
                 // anywhere else its body is out of reach: the key stays locked.
