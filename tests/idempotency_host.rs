@@ -601,6 +601,36 @@ fn the_shared_store_keeps_max_records_and_evicts_the_oldest_finished_first() {
     }
 }
 
+/// The same keyed request twice where the gateway cannot guard it: with `allow` each
+/// goes to the upstream (once: `reply` is its answer, not retried) and nothing is
+/// remembered; with `deny` each gets the problem `denied` and the upstream is not called.
+fn assert_unguarded_or_refused(
+    setup: Setup,
+    gw: &mut Gateway,
+    policy: &str,
+    request: impl Fn() -> Request,
+    reply: Reply,
+    denied: u16,
+) {
+    let Reply::Response { status, body, .. } = reply.clone() else {
+        panic!("a response, please");
+    };
+    for _ in 0..2 {
+        let (resp, calls) = run(gw, request(), vec![reply.clone()]);
+        if policy == "allow" {
+            assert_eq!((resp.status, calls), (status, 1), "{setup:?} {policy}");
+            assert_eq!(resp.body, body, "{setup:?} {policy}");
+            assert!(!replayed(&resp), "{setup:?} {policy}");
+        } else {
+            assert_problem(setup, &resp, denied);
+            assert_eq!(calls, 0, "{setup:?} {policy}");
+        }
+    }
+    let want = if policy == "allow" { 2 } else { 0 };
+    assert_eq!(backend_calls(gw).len(), want, "{setup:?} {policy}");
+    assert_eq!(metric(gw, STORED), 0, "{setup:?} {policy}");
+}
+
 #[test]
 fn kong_without_a_zone_follows_on_store_unavailable() {
     for policy in ["allow", "deny"] {
@@ -613,19 +643,14 @@ fn kong_without_a_zone_follows_on_store_unavailable() {
             .workers(1)
             .build()
             .unwrap();
-        for _ in 0..2 {
-            let (resp, calls) = run(&mut gw, post("op-1", b"{}"), vec![created("paid")]);
-            if policy == "allow" {
-                assert_eq!((resp.status, calls), (201, 1), "{policy}");
-                assert!(!replayed(&resp), "{policy}");
-            } else {
-                assert_problem(Setup::Kong, &resp, 503);
-                assert_eq!(calls, 0, "{policy}");
-            }
-        }
-        // allow: without a store nothing is remembered, the duplicate went again.
-        let want = if policy == "allow" { 2 } else { 0 };
-        assert_eq!(backend_calls(&gw).len(), want, "{policy}");
+        assert_unguarded_or_refused(
+            Setup::Kong,
+            &mut gw,
+            policy,
+            || post("op-1", b"{}"),
+            created("paid"),
+            503,
+        );
         assert_eq!(metric(&gw, UNAVAILABLE), 2, "{policy}");
         let warnings = log_lines(&gw, LogLevel::Warn, "idempotency store unavailable");
         assert_eq!(
@@ -644,30 +669,13 @@ fn a_keyed_body_over_max_body_bytes_goes_once_unguarded_or_gets_413() {
         for policy in ["allow", "deny"] {
             let idem = format!(r#""on_store_unavailable":"{policy}""#);
             let mut gw = setup.gateway(&config(&idem, r#""max_body_bytes":16"#), 1);
-            for _ in 0..2 {
-                let req = post("op-1", &[b'a'; 17]);
-                let (resp, calls) = run(
-                    &mut gw,
-                    req,
-                    vec![Reply::status(503).body(b"busy".to_vec())],
-                );
-                if policy == "allow" {
-                    // Native, once: the upstream's answer, not retried, not stored.
-                    assert_eq!((resp.status, calls), (503, 1), "{setup:?} {policy}");
-                    assert_eq!(resp.body, b"busy", "{setup:?} {policy}");
-                } else {
-                    assert_problem(setup, &resp, 413);
-                    assert_eq!(calls, 0, "{setup:?} {policy}");
-                }
+            // Native, once: the upstream's answer, not retried, not stored.
+            let busy = Reply::status(503).body(b"busy".to_vec());
+            let request = || post("op-1", &[b'a'; 17]);
+            assert_unguarded_or_refused(setup, &mut gw, policy, request, busy, 413);
+            for c in backend_calls(&gw) {
+                assert_eq!(c.body, [b'a'; 17], "{setup:?}: the body went whole");
             }
-            let want = if policy == "allow" { 2 } else { 0 };
-            assert_eq!(backend_calls(&gw).len(), want, "{setup:?} {policy}");
-            if policy == "allow" {
-                for c in backend_calls(&gw) {
-                    assert_eq!(c.body, [b'a'; 17], "{setup:?}: the body went whole");
-                }
-            }
-            assert_eq!(metric(&gw, STORED), 0, "{setup:?} {policy}");
             assert_clean(setup, &gw);
         }
     }
@@ -728,19 +736,8 @@ fn kong_a_keyed_body_spilled_to_a_file_goes_once_unguarded_or_gets_413() {
             .workers(1)
             .build()
             .unwrap();
-        for _ in 0..2 {
-            let (resp, calls) = run(&mut gw, post("op-1", &[b'a'; 100]), vec![created("paid")]);
-            if policy == "allow" {
-                assert_eq!((resp.status, calls), (201, 1), "{policy}");
-                assert!(!replayed(&resp), "{policy}");
-            } else {
-                assert_problem(Setup::Kong, &resp, 413);
-                assert_eq!(calls, 0, "{policy}");
-            }
-        }
-        let want = if policy == "allow" { 2 } else { 0 };
-        assert_eq!(backend_calls(&gw).len(), want, "{policy}");
-        assert_eq!(metric(&gw, STORED), 0, "{policy}");
+        let request = || post("op-1", &[b'a'; 100]);
+        assert_unguarded_or_refused(Setup::Kong, &mut gw, policy, request, created("paid"), 413);
         assert!(gw.traps().is_empty(), "{:?}", gw.traps());
     }
 }
