@@ -76,6 +76,8 @@ pub struct Exchange {
     outcomes: Vec<Outcome>,
     /// What to do once the store has settled the key.
     after_settle: Option<Action>,
+    /// Response mode: the native response was made by the proxy, not the upstream.
+    proxy_answered: bool,
 }
 
 impl Exchange {
@@ -99,6 +101,7 @@ impl Exchange {
             key_scope: String::new(),
             outcomes: Vec::new(),
             after_settle: None,
+            proxy_answered: false,
         }
     }
 
@@ -137,6 +140,13 @@ impl Exchange {
     /// Response mode: is the native response's body to be read whole for the store?
     pub fn reads_native_body(&self) -> bool {
         matches!(self.state, State::ReadingNativeBody(_))
+    }
+
+    /// Response mode: the native response about to be fed was made by the proxy itself (a
+    /// 502/503/504 after an upstream reset or timeout), not by the upstream. For the key
+    /// such an attempt's outcome is unknown: the request may have reached the upstream.
+    pub fn note_proxy_answer(&mut self) {
+        self.proxy_answered = true;
     }
 
     /// Does the idempotency store hold a lock of this request?
@@ -518,7 +528,12 @@ impl Exchange {
     ) -> Action {
         self.last_outcome = Some(outcome);
         if self.guard.is_some() {
-            self.outcomes.push(outcome);
+            let for_key = if std::mem::take(&mut self.proxy_answered) {
+                Outcome::Failed(Failure::Unspecified)
+            } else {
+                outcome
+            };
+            self.outcomes.push(for_key);
         }
         let policy = RetryPolicy::new(&self.plan);
         // A refused dispatch says nothing about the upstream.

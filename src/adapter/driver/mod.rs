@@ -480,6 +480,18 @@ impl Driver {
             let status = first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
             let retry_after = first(&headers, "retry-after").map(str::to_string);
             let holds_key = x.holds_key();
+            if holds_key && self.host == Host::Envoy && matches!(status, Some(502..=504)) {
+                // Envoy answers 503/504 itself after an upstream reset or timeout; only
+                // `via_upstream` says the upstream sent it (and so did not apply it, for 502
+                // and 503). Unreadable counts as Envoy's own: the safe reading.
+                let via_upstream = abi::property(&["response", "code_details"])
+                    .is_some_and(|v| v == b"via_upstream");
+                if !via_upstream {
+                    if let Some(x) = self.exchange.as_deref_mut() {
+                        x.note_proxy_answer();
+                    }
+                }
+            }
             let action = self.handle(Event::UpstreamResponseHeaders {
                 status,
                 retry_after,
