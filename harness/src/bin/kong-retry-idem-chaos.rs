@@ -7,9 +7,18 @@
 
 use kong_retry_harness::idempotency::chaos::{run, ChaosOptions};
 use kong_retry_harness::idempotency::{filter_config, Nodes, Store};
+use kong_retry_harness::upstream::{StartOptions, Upstream};
 use serde_json::json;
 
+const UPSTREAM_SUBCOMMAND: &str = "serve-upstream";
+
 fn main() {
+    // The upstream is this program too, on a subcommand: `cargo run --bin` builds no other.
+    if std::env::args().nth(1).as_deref() == Some(UPSTREAM_SUBCOMMAND) {
+        std::process::exit(kong_retry_harness::upstream::cli::run(
+            std::env::args().skip(2),
+        ));
+    }
     match main_inner() {
         Ok(clean) => std::process::exit(if clean { 0 } else { 1 }),
         Err(e) => {
@@ -64,7 +73,16 @@ fn main_inner() -> Result<bool, String> {
         "starting etcd, the upstream and two Envoys; filter config {config}\nrunning {} keyed POSTs, {} at once, {} etcd restarts, seed {}",
         options.requests, options.concurrency, options.etcd_restarts, options.seed
     );
-    let mut nodes = Nodes::start(2, &wasm, &config).map_err(|e| e.to_string())?;
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let upstream = Upstream::start_with(
+        &me,
+        &StartOptions {
+            leading_args: vec![UPSTREAM_SUBCOMMAND.into()],
+            ..StartOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut nodes = Nodes::start_with(2, &wasm, &config, upstream).map_err(|e| e.to_string())?;
     let report = run(&mut nodes, &options).map_err(|e| e.to_string())?;
     println!(
         "Command: `cargo run --release -p kong-retry-harness --bin kong-retry-idem-chaos -- --seed {} --requests {} --concurrency {} --etcd-restarts {} --on-store-unavailable {on_unavailable}`\n",

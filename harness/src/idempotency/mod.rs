@@ -91,8 +91,18 @@ impl Nodes {
     /// Starts etcd, the upstream and `count` Envoys (one worker each, started at once),
     /// each with the filter `wasm` under `config` and clusters `backend` and `etcd`.
     pub fn start(count: usize, wasm: &Path, config: &Value) -> Result<Nodes, HarnessError> {
+        Self::start_with(count, wasm, config, Upstream::start()?)
+    }
+
+    /// [`Nodes::start`] in front of an upstream the caller started (e.g. a program that
+    /// serves as the upstream itself on a subcommand).
+    pub fn start_with(
+        count: usize,
+        wasm: &Path,
+        config: &Value,
+        upstream: Upstream,
+    ) -> Result<Nodes, HarnessError> {
         let etcd = Etcd::start()?;
-        let upstream = Upstream::start()?;
         let nodes = start_envoys(count, wasm, config, &upstream, &etcd)?;
         Ok(Nodes {
             etcd,
