@@ -3,6 +3,7 @@
 //! requests a client sends them; and the seeded chaos run ([`chaos`]) built on both.
 
 pub mod chaos;
+pub mod cost;
 pub mod rng;
 
 use crate::client::{Request, Response};
