@@ -18,8 +18,9 @@
 //! separate family (`kong_retry_retries_total`), so summing the labelled one never counts a
 //! retry twice.
 
-use crate::exchange::{Exchange, NativeReason, StopReason};
+use crate::exchange::{Exchange, KeyAnswer, NativeReason, StopReason};
 use crate::retry::outcome::Outcome;
+use crate::state::idempotency::Refusal;
 use crate::state::protection::Transition;
 
 /// The counters whose names do not depend on a request.
@@ -51,11 +52,28 @@ pub enum Counter {
     /// Adaptive mode: responses on the calm path that revealed trouble (a retryable status)
     /// and so reached the client as they were: the price of not copying healthy traffic.
     FailuresSeenCalm,
+    /// Gateway idempotency: duplicates answered with the stored response.
+    KeyReplayed,
+    /// Gateway idempotency: duplicates answered 409 (the first is in flight, or its
+    /// outcome is unknown).
+    KeyConflicts,
+    /// Gateway idempotency: a key reused with another method, path or body (422).
+    KeyMismatches,
+    /// Gateway idempotency: requests refused for their key (400: missing or invalid; 413,
+    /// 400: cannot be guarded and `on_store_unavailable` is `deny`).
+    KeyRejected,
+    /// Gateway idempotency: store calls that failed (down, slow, full), whatever
+    /// `on_store_unavailable` then did.
+    KeyStoreUnavailable,
+    /// Gateway idempotency: results stored for replay.
+    KeyStored,
+    /// Gateway idempotency: finished records evicted from the `shared` store to make room.
+    KeyEvicted,
 }
 
 impl Counter {
     /// Every counter, in the order the adapter defines them.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Requests,
         Counter::Retries,
         Counter::RetrySuccess,
@@ -66,6 +84,13 @@ impl Counter {
         Counter::ProtectedRequests,
         Counter::ProtectionStarted,
         Counter::FailuresSeenCalm,
+        Counter::KeyReplayed,
+        Counter::KeyConflicts,
+        Counter::KeyMismatches,
+        Counter::KeyRejected,
+        Counter::KeyStoreUnavailable,
+        Counter::KeyStored,
+        Counter::KeyEvicted,
     ];
 
     /// Counters that only adaptive mode defines (other modes would export them as zeros
@@ -77,6 +102,20 @@ impl Counter {
                 | Counter::ProtectedRequests
                 | Counter::ProtectionStarted
                 | Counter::FailuresSeenCalm
+        )
+    }
+
+    /// Counters that only gateway idempotency defines.
+    pub fn idempotency_only(self) -> bool {
+        matches!(
+            self,
+            Counter::KeyReplayed
+                | Counter::KeyConflicts
+                | Counter::KeyMismatches
+                | Counter::KeyRejected
+                | Counter::KeyStoreUnavailable
+                | Counter::KeyStored
+                | Counter::KeyEvicted
         )
     }
 
@@ -93,6 +132,13 @@ impl Counter {
             Counter::ProtectedRequests => "kong_retry_protected_requests_total",
             Counter::ProtectionStarted => "kong_retry_protection_started_total",
             Counter::FailuresSeenCalm => "kong_retry_failures_seen_calm_total",
+            Counter::KeyReplayed => "kong_retry_idempotency_replayed_total",
+            Counter::KeyConflicts => "kong_retry_idempotency_conflicts_total",
+            Counter::KeyMismatches => "kong_retry_idempotency_mismatches_total",
+            Counter::KeyRejected => "kong_retry_idempotency_rejected_total",
+            Counter::KeyStoreUnavailable => "kong_retry_idempotency_store_unavailable_total",
+            Counter::KeyStored => "kong_retry_idempotency_stored_total",
+            Counter::KeyEvicted => "kong_retry_idempotency_evicted_total",
         }
     }
 
@@ -130,6 +176,7 @@ pub fn on_finish(exchange: &Exchange) -> Option<Counter> {
         Some(_) => None,
         None => match exchange.stop_reason() {
             Some(StopReason::Budget) => Some(Counter::BudgetDenied),
+            Some(StopReason::Key(answer)) => on_key_answer(answer),
             Some(StopReason::Exhausted) => Some(Counter::Exhausted),
             Some(StopReason::Final) if exchange.attempts() >= 2 => match exchange.last_outcome() {
                 Some(Outcome::Status(s)) if s < 500 => Some(Counter::RetrySuccess),
@@ -137,6 +184,20 @@ pub fn on_finish(exchange: &Exchange) -> Option<Counter> {
             },
             _ => None,
         },
+    }
+}
+
+/// The counter a gateway idempotency answer adds to. A 503 for an unavailable store is
+/// counted where the store failed (`KeyStoreUnavailable`), with `allow` and `deny` alike.
+fn on_key_answer(answer: KeyAnswer) -> Option<Counter> {
+    match answer {
+        KeyAnswer::Replayed => Some(Counter::KeyReplayed),
+        KeyAnswer::Refused(Refusal::InFlight { .. }) => Some(Counter::KeyConflicts),
+        KeyAnswer::Refused(Refusal::Mismatch) => Some(Counter::KeyMismatches),
+        KeyAnswer::Refused(Refusal::StoreUnavailable) => None,
+        KeyAnswer::Refused(
+            Refusal::MissingKey | Refusal::BadKey | Refusal::BodyTooLarge | Refusal::HeaderNotText,
+        ) => Some(Counter::KeyRejected),
     }
 }
 

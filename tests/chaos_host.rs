@@ -450,6 +450,8 @@ enum Answer {
     NoResponse,
     /// The delay endpoint's answer (not an attempt).
     Delay,
+    /// The idempotency store's answer (etcd; not an attempt).
+    Store,
 }
 
 const RETRY_AFTER_GARBAGE: &[&str] = &[
@@ -737,7 +739,11 @@ fn one_request(
     let before = gw.calls().len();
     let mut answers: BTreeMap<CallId, Answer> = BTreeMap::new();
     let result = gw.run_on(worker, req.clone(), |call| {
-        let (reply, answer) = if is_backend(call) {
+        let (reply, answer) = if is_store(call) {
+            // The store's own behaviour is tested against a real etcd; here it is down, so
+            // every keyed request follows `on_store_unavailable`.
+            (Reply::status(503), Answer::Store)
+        } else if is_backend(call) {
             upstream_reply(&mut upstream_rng, call, head)
         } else {
             (delay_reply(&mut upstream_rng, call), Answer::Delay)
@@ -772,7 +778,18 @@ fn one_request(
         problems.push("the response says the filter trapped".into());
     }
 
-    let backend: Vec<&UpstreamCall> = calls.iter().filter(|c| is_backend(c)).collect();
+    let backend: Vec<&UpstreamCall> = calls
+        .iter()
+        .filter(|c| is_backend(c) && !is_store(c))
+        .collect();
+    if backend.is_empty() && answered_for_key(plan, resp) {
+        // Gateway idempotency answered (a refusal, a replay): nothing reached the backend.
+        seen.requests += 1;
+        if !gw.traps().is_empty() || resp.trapped {
+            panic!("traps: {:?}\n{}", gw.traps(), context());
+        }
+        return;
+    }
     let mut max_attempts = plan.retries as usize + 1;
     // Kong cannot answer from the callback of a failed dispatch (ngx_wasm_module drops that
     // local response): the answer is relayed through a zero wait on the delay endpoint, and
@@ -864,6 +881,26 @@ fn one_request(
             describe_response(resp)
         );
     }
+}
+
+/// An etcd call of the idempotency store (its JSON gateway's paths).
+fn is_store(call: &UpstreamCall) -> bool {
+    call.path.starts_with("/v3/")
+}
+
+/// Did gateway idempotency answer instead of the backend: a problem+json refusal (400,
+/// 409, 413, 422, 503) or a replay?
+fn answered_for_key(plan: &Plan, resp: &ClientResponse) -> bool {
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    plan.idempotency.enabled
+        && (header("idempotent-replayed") == Some("true")
+            || (header("content-type") == Some("application/problem+json")
+                && matches!(resp.status, 400 | 409 | 413 | 422 | 503)))
 }
 
 // ---------------------------------------------------------------------------------------

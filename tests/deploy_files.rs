@@ -521,8 +521,8 @@ fn delay_server_answers_the_delay_endpoint_the_configs_name() {
         );
     }
 
-    // The path and argument the filter sends (src/adapter/driver.rs) are served here.
-    let driver = read("src/adapter/driver.rs");
+    // The path and argument the filter sends (src/adapter/driver/mod.rs) are served here.
+    let driver = read("src/adapter/driver/mod.rs");
     assert!(
         driver.contains("\"/kong-retry/delay\""),
         "driver's delay path moved"

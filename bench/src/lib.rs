@@ -385,7 +385,7 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// Envoy forwards a request's headers before the filter has its body, so in dispatch mode a
 /// request with a body takes its first attempt natively, as response mode does (seen on
-/// Envoy 1.40; src/adapter/driver.rs `start_exchange`).
+/// Envoy 1.40; src/adapter/driver/mod.rs `start_exchange`).
 fn envoy_dispatch_with_body(
     mode: &Mode,
     request: RequestKind,

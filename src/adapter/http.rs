@@ -94,12 +94,10 @@ impl HttpContext for HttpShim {
         })
     }
 
-    fn on_http_response_headers(
-        &mut self,
-        _num_headers: usize,
-        _end_of_stream: bool,
-    ) -> HostAction {
-        self.with(HostAction::Continue, Driver::on_response_headers)
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
+        self.with(HostAction::Continue, |d| {
+            d.on_response_headers(end_of_stream)
+        })
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {

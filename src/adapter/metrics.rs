@@ -34,15 +34,26 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Defines the fixed counters (idempotent); adaptive mode's own ones only in that mode,
-    /// so that other modes do not export series that stay at zero.
-    pub fn define(&mut self, adaptive: bool) {
+    /// Defines the fixed counters (idempotent); adaptive mode's and gateway idempotency's
+    /// own ones only when on, so that other configs do not export series that stay at zero.
+    pub fn define(&mut self, adaptive: bool, idempotency: bool) {
         self.flush();
         self.deferred = adaptive;
         for c in Counter::ALL {
-            if adaptive || !c.adaptive_only() {
+            if (adaptive || !c.adaptive_only()) && (idempotency || !c.idempotency_only()) {
                 self.slot(c);
             }
+        }
+    }
+
+    /// Adds `n` to `counter` now.
+    pub fn add_n(&mut self, counter: Counter, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.flush();
+        if let Some(id) = self.slot(counter) {
+            let _ = abi::increment_metric(id, i64::from(n));
         }
     }
 

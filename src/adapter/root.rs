@@ -5,6 +5,7 @@ use super::driver::Driver;
 use super::http::HttpShim;
 use super::metrics::Metrics;
 use super::state::budget::VmBudget;
+use super::state::idempotency::VmKeys;
 use super::state::protection::VmProtection;
 use super::state::store::StoreAccess;
 use crate::config::{self, Mode, Plan};
@@ -75,6 +76,8 @@ pub struct Shared {
     pub budget: RefCell<VmBudget>,
     /// Adaptive mode: this worker's view of which scopes are protected.
     pub protection: RefCell<VmProtection>,
+    /// Gateway idempotency: the records' store.
+    pub keys: RefCell<VmKeys>,
     /// This VM's counters.
     pub metrics: RefCell<Metrics>,
     /// Drivers of finished requests, reused by the next ones: a calm request then costs
@@ -231,6 +234,7 @@ impl FilterRoot {
                 store: RefCell::new(StoreAccess::new()),
                 budget: RefCell::new(VmBudget::new(context_id)),
                 protection: RefCell::new(VmProtection::new(context_id)),
+                keys: RefCell::new(VmKeys::new(context_id)),
                 metrics: RefCell::new(Metrics::default()),
                 spare_drivers: RefCell::new(Vec::new()),
             }),
@@ -343,7 +347,10 @@ impl RootContext for FilterRoot {
         let plan = Rc::new(plan);
         *self.shared.plan.borrow_mut() = Some(plan.clone());
         let adaptive = plan.mode == Mode::Adaptive;
-        self.shared.metrics.borrow_mut().define(adaptive);
+        self.shared
+            .metrics
+            .borrow_mut()
+            .define(adaptive, plan.idempotency.enabled);
         if adaptive {
             // Calm requests count in wasm memory; the tick hands the counts to the host.
             self.shared.set_idle_tick(METRICS_FLUSH_MS);
@@ -352,7 +359,9 @@ impl RootContext for FilterRoot {
         let mut protection = self.shared.protection.borrow_mut();
         budget.configure(&plan);
         protection.configure(&plan);
-        let needs_store = budget.enabled() || protection.enabled();
+        self.shared.keys.borrow_mut().configure(&plan);
+        let needs_store =
+            budget.enabled() || protection.enabled() || VmKeys::needs_shared_data(&plan);
         // Where the store is (Kong: which shm_kv zones exist) is looked up by the first
         // request that needs it: the root context may not read Kong's properties.
         self.shared.store.borrow_mut().configure(&plan, needs_store);

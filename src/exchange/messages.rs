@@ -1,6 +1,7 @@
 //! What the adapter and the exchange say to each other: [`Event`]s in, [`Action`]s out, the
 //! [`Env`] the exchange asks, and the reasons it reports for logs and metrics.
 
+pub use super::key_guard::{ClaimAnswer, ClaimRequest, KeyAnswer, SettleRequest};
 use crate::config::Scheme;
 use crate::header_map::Headers;
 use crate::retry::outcome::Outcome;
@@ -90,6 +91,17 @@ pub enum Event {
     DispatchRefused,
     /// The wait requested by [`Action::Wait`] is over.
     DelayElapsed,
+    /// The idempotency store answered [`Action::Claim`].
+    Claimed(ClaimAnswer),
+    /// The idempotency store did what [`Action::Settle`] asked (or failed to: the key then
+    /// stays locked until its deadline, which is the safe side).
+    Settled,
+    /// Response mode: the native response whose result is to be stored, read whole
+    /// (`body: None` when it could not be: too large, or unreadable).
+    NativeResponse {
+        headers: Headers,
+        body: Option<Vec<u8>>,
+    },
 }
 
 /// One attempt to dispatch.
@@ -131,6 +143,14 @@ pub enum Action {
     /// Answer the client with this response (`send_http_response`); the exchange keeps the
     /// same one, not a copy, as [`super::Exchange::sent_response`].
     Respond(Rc<FinalResponse>),
+    /// Ask the idempotency store for the key, then feed [`Event::Claimed`].
+    Claim(ClaimRequest),
+    /// Settle the key in the idempotency store, then feed [`Event::Settled`].
+    Settle(SettleRequest),
+    /// Response mode: let the native response's headers go on, read its body whole and
+    /// feed [`Event::NativeResponse`] (the result is stored before the body reaches the
+    /// client).
+    ReadNativeBody,
 }
 
 /// Why the exchange stopped retrying, for logs and metrics.
@@ -151,6 +171,8 @@ pub enum StopReason {
     CannotWait,
     /// The retry budget said no.
     Budget,
+    /// Gateway idempotency answered for the upstream: a replay or a refusal.
+    Key(KeyAnswer),
 }
 
 /// Why the filter let a request go natively, for logs and metrics.

@@ -4,11 +4,14 @@
 //! everything that decides lives here and runs natively in tests. Time, randomness and the
 //! retry budget come through the narrow [`Env`] trait.
 
+mod key_guard;
+#[cfg(test)]
+mod key_tests;
 mod messages;
 
 pub use messages::{
-    Action, Attempt, AttemptResponse, BodyRead, Env, Event, Execution, FinalResponse, NativeReason,
-    StopReason, Target,
+    Action, Attempt, AttemptResponse, BodyRead, ClaimAnswer, ClaimRequest, Env, Event, Execution,
+    FinalResponse, KeyAnswer, NativeReason, SettleRequest, StopReason, Target,
 };
 
 use crate::config::Plan;
@@ -18,6 +21,8 @@ use crate::retry::backoff;
 use crate::retry::outcome::{Failure, Outcome};
 use crate::retry::policy::{RetryPolicy, Verdict};
 use crate::retry::retry_after;
+use crate::state::idempotency::Refusal;
+use key_guard::{refused, Admitted, KeyGuard, Proceed};
 use std::rc::Rc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +42,12 @@ enum State {
     NativeFirstAttempt,
     InFlight(u32),
     Waiting(u32),
+    /// Gateway idempotency: the store is asked for the key before attempt 1.
+    Claiming,
+    /// Retrying is over; the store is settling the key before the final response goes.
+    Settling(StopReason),
+    /// Retrying is over; the native response's body is read so its result can be stored.
+    ReadingNativeBody(StopReason),
     /// The final response was sent (or the native one released).
     Done(StopReason),
 }
@@ -57,6 +68,14 @@ pub struct Exchange {
     last_outcome: Option<Outcome>,
     wait_started_ms: u64,
     final_response: Option<Rc<FinalResponse>>,
+    /// Gateway idempotency: the request's key, when it has one that is covered.
+    guard: Option<KeyGuard>,
+    /// Where the key lives (route or upstream id), from the adapter.
+    key_scope: String,
+    /// Every attempt's outcome, in order (kept only for a guarded request).
+    outcomes: Vec<Outcome>,
+    /// What to do once the store has settled the key.
+    after_settle: Option<Action>,
 }
 
 impl Exchange {
@@ -76,7 +95,17 @@ impl Exchange {
             last_outcome: None,
             wait_started_ms: 0,
             final_response: None,
+            guard: None,
+            key_scope: String::new(),
+            outcomes: Vec::new(),
+            after_settle: None,
         }
+    }
+
+    /// Gateway idempotency: the id of the route or upstream the request's key lives in.
+    pub fn with_key_scope(mut self, scope: String) -> Self {
+        self.key_scope = scope;
+        self
     }
 
     /// Attempts made so far (the native first attempt included).
@@ -100,9 +129,19 @@ impl Exchange {
     /// Why retrying stopped, once it has.
     pub fn stop_reason(&self) -> Option<StopReason> {
         match self.state {
-            State::Done(r) => Some(r),
+            State::Done(r) | State::Settling(r) | State::ReadingNativeBody(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// Response mode: is the native response's body to be read whole for the store?
+    pub fn reads_native_body(&self) -> bool {
+        matches!(self.state, State::ReadingNativeBody(_))
+    }
+
+    /// Does the idempotency store hold a lock of this request?
+    pub fn holds_key(&self) -> bool {
+        self.guard.as_ref().is_some_and(KeyGuard::claimed)
     }
 
     /// Is a retry in flight or waiting (response mode: the native response must be held)?
@@ -186,7 +225,33 @@ impl Exchange {
             Event::AttemptResult(resp) => self.on_attempt_result(resp, env),
             Event::DispatchRefused => self.on_dispatch_refused(env),
             Event::DelayElapsed => self.on_delay_elapsed(env),
+            Event::Claimed(answer) => self.on_claimed(answer, env),
+            Event::Settled => self.on_settled(),
+            Event::NativeResponse { headers, body } => self.on_native_body(headers, body, env),
         }
+    }
+
+    /// The filter cannot copy this request. Unguarded it goes natively, once; a keyed one
+    /// cannot be guarded either, and `on_store_unavailable` says whether it may go so.
+    fn step_aside(&mut self, reason: NativeReason) -> Action {
+        if self.guard.is_some()
+            && self.plan.idempotency.on_store_unavailable == crate::config::StoreUnavailable::Deny
+        {
+            let refusal = match reason {
+                NativeReason::HeaderNotText => Refusal::HeaderNotText,
+                _ => Refusal::BodyTooLarge,
+            };
+            return self.answer_for_key(refused(refusal, &self.plan.idempotency_header));
+        }
+        self.guard = None;
+        self.native(reason)
+    }
+
+    /// Gateway idempotency answers instead of the upstream.
+    fn answer_for_key(&mut self, (why, resp): (KeyAnswer, FinalResponse)) -> Action {
+        self.state = State::Done(StopReason::Key(why));
+        self.copy = None;
+        self.respond(resp)
     }
 
     fn native(&mut self, reason: NativeReason) -> Action {
@@ -210,7 +275,24 @@ impl Exchange {
         let mut copy = RequestCopy::from_headers(&headers);
         let has_key = copy.has_header(&self.plan.idempotency_header);
         self.replayable = RetryPolicy::new(&self.plan).replayable(&copy.method, has_key);
-        if !self.replayable || self.plan.retries == 0 {
+        if self.plan.idempotency.enabled {
+            // Before any path override: the fingerprint is of what the client sent.
+            match KeyGuard::admit(
+                &self.plan.idempotency,
+                &self.plan.idempotency_header,
+                &copy,
+                &self.key_scope,
+                env.random(),
+            ) {
+                Admitted::Unguarded => {}
+                Admitted::Guarded(g) => self.guard = Some(g),
+                Admitted::Refused(r) => {
+                    return self.answer_for_key(refused(r, &self.plan.idempotency_header))
+                }
+            }
+        }
+        // A guarded request is copied even without retries: its result is stored.
+        if (!self.replayable || self.plan.retries == 0) && self.guard.is_none() {
             return self.native(NativeReason::NotRetryable);
         }
         if copy
@@ -218,7 +300,7 @@ impl Exchange {
             .iter()
             .any(|(_, v)| std::str::from_utf8(v).is_err())
         {
-            return self.native(NativeReason::HeaderNotText);
+            return self.step_aside(NativeReason::HeaderNotText);
         }
         if let Some(path) = path {
             copy.path = path;
@@ -229,7 +311,7 @@ impl Exchange {
         self.copy = Some(copy);
         match body_expectation(&headers) {
             BodyExpectation::Length(n) if n > self.plan.max_body_bytes as u64 => {
-                self.native(NativeReason::BodyTooLarge)
+                self.step_aside(NativeReason::BodyTooLarge)
             }
             BodyExpectation::None => self.body_complete(env),
             BodyExpectation::Length(_) | BodyExpectation::Unknown => {
@@ -248,12 +330,12 @@ impl Exchange {
         }
         match read {
             BodyRead::Partial(n) if n > self.plan.max_body_bytes => {
-                self.native(NativeReason::BodyTooLarge)
+                self.step_aside(NativeReason::BodyTooLarge)
             }
             BodyRead::Partial(_) => Action::Pause,
-            BodyRead::Unreadable => self.native(NativeReason::BodyUnreadable),
+            BodyRead::Unreadable => self.step_aside(NativeReason::BodyUnreadable),
             BodyRead::Complete(body) if body.len() > self.plan.max_body_bytes => {
-                self.native(NativeReason::BodyTooLarge)
+                self.step_aside(NativeReason::BodyTooLarge)
             }
             BodyRead::Complete(body) => {
                 if let Some(c) = self.copy.as_mut() {
@@ -264,9 +346,51 @@ impl Exchange {
         }
     }
 
-    /// The request is copied whole: it may be retried, so it counts towards the budget;
-    /// start attempt 1.
+    /// The request is copied whole: a guarded one first claims its key.
     fn body_complete(&mut self, env: &mut dyn Env) -> Action {
+        if let (Some(guard), Some(copy)) = (self.guard.as_ref(), self.copy.as_ref()) {
+            if !guard.claimed() {
+                self.state = State::Claiming;
+                return Action::Claim(guard.claim(
+                    &self.plan.idempotency,
+                    &copy.method,
+                    &copy.body,
+                ));
+            }
+        }
+        self.proceed(env)
+    }
+
+    fn on_claimed(&mut self, answer: ClaimAnswer, env: &mut dyn Env) -> Action {
+        if self.state != State::Claiming {
+            return Action::Pause;
+        }
+        let Some(guard) = self.guard.as_mut() else {
+            return self.proceed(env);
+        };
+        match guard.on_claim(
+            answer,
+            &self.plan.idempotency,
+            &self.plan.idempotency_header,
+        ) {
+            Ok(Proceed::Guarded) => self.proceed(env),
+            Ok(Proceed::Unguarded) => {
+                self.guard = None;
+                if !self.replayable || self.plan.retries == 0 {
+                    // Copied only for the key: without it, the request goes as it would.
+                    return self.native(NativeReason::NotRetryable);
+                }
+                self.proceed(env)
+            }
+            Err(answer) => {
+                self.guard = None;
+                self.answer_for_key(answer)
+            }
+        }
+    }
+
+    /// It may be retried, so it counts towards the budget; start attempt 1.
+    fn proceed(&mut self, env: &mut dyn Env) -> Action {
         env.record_request();
         match self.execution {
             Execution::Dispatch => {
@@ -363,7 +487,7 @@ impl Exchange {
         };
         let now = env.now_ms();
         let Some(timeout_ms) = self.time_for_attempt(now, 0) else {
-            return self.finish(StopReason::Deadline);
+            return self.finish(StopReason::Deadline, env);
         };
         self.start(Attempt {
             number: next,
@@ -393,6 +517,9 @@ impl Exchange {
         env: &mut dyn Env,
     ) -> Action {
         self.last_outcome = Some(outcome);
+        if self.guard.is_some() {
+            self.outcomes.push(outcome);
+        }
         let policy = RetryPolicy::new(&self.plan);
         // A refused dispatch says nothing about the upstream.
         if outcome != Outcome::Failed(Failure::DispatchRefused) && policy.retryable_outcome(outcome)
@@ -400,9 +527,9 @@ impl Exchange {
             env.failure_seen(outcome);
         }
         match policy.verdict(outcome, n, self.replayable) {
-            Verdict::Final => return self.finish(StopReason::Final),
-            Verdict::Exhausted => return self.finish(StopReason::Exhausted),
-            Verdict::NotReplayable => return self.finish(StopReason::NotReplayable),
+            Verdict::Final => return self.finish(StopReason::Final, env),
+            Verdict::Exhausted => return self.finish(StopReason::Exhausted, env),
+            Verdict::NotReplayable => return self.finish(StopReason::NotReplayable, env),
             Verdict::Retry => {}
         }
         let now = env.now_ms();
@@ -412,19 +539,19 @@ impl Exchange {
         if let Some(value) = retry_after.filter(|_| honoured) {
             if let Some(asked) = retry_after::delay_ms(value, now) {
                 if asked > self.plan.retry_after_max_ms {
-                    return self.finish(StopReason::RetryAfterTooLong);
+                    return self.finish(StopReason::RetryAfterTooLong, env);
                 }
                 if asked > 0 && !env.can_wait() {
-                    return self.finish(StopReason::CannotWait);
+                    return self.finish(StopReason::CannotWait, env);
                 }
                 delay = delay.max(asked);
             }
         }
         let Some(timeout_ms) = self.time_for_attempt(now, delay) else {
-            return self.finish(StopReason::Deadline);
+            return self.finish(StopReason::Deadline, env);
         };
         if !env.allow_retry(n + 1) {
-            return self.finish(StopReason::Budget);
+            return self.finish(StopReason::Budget, env);
         }
         if delay == 0 {
             return self.start(Attempt {
@@ -442,11 +569,99 @@ impl Exchange {
         }
     }
 
-    /// Retrying is over: answer with the last response, or say what failed.
-    fn finish(&mut self, reason: StopReason) -> Action {
+    /// Retrying is over: answer with the last response, or say what failed; a guarded
+    /// request settles its key first.
+    fn finish(&mut self, reason: StopReason, env: &mut dyn Env) -> Action {
         self.state = State::Done(reason);
         self.copy = None;
-        match self.last.take() {
+        let now_ms = env.now_ms();
+        let last = self.last.take();
+        let settle = match (&last, self.guard.as_ref()) {
+            (_, None) => None,
+            (Some(Last::Native), Some(g)) => {
+                if g.stores(&self.outcomes, &self.plan.idempotency) {
+                    // The result is the native response: its body must be read first.
+                    self.state = State::ReadingNativeBody(reason);
+                    return Action::ReadNativeBody;
+                }
+                g.settle(
+                    &self.outcomes,
+                    None,
+                    &self.plan.attempts_header,
+                    &self.plan.idempotency,
+                    now_ms,
+                )
+            }
+            (Some(Last::Dispatched(r)), Some(g)) => g.settle(
+                &self.outcomes,
+                Some((r.status, &r.headers, &r.body)),
+                &self.plan.attempts_header,
+                &self.plan.idempotency,
+                now_ms,
+            ),
+            (None, Some(g)) => g.settle(
+                &self.outcomes,
+                None,
+                &self.plan.attempts_header,
+                &self.plan.idempotency,
+                now_ms,
+            ),
+        };
+        let action = self.final_action(last);
+        match settle {
+            Some(request) => {
+                self.state = State::Settling(reason);
+                self.after_settle = Some(action);
+                Action::Settle(request)
+            }
+            None => action,
+        }
+    }
+
+    /// The store settled the key: the final response goes now.
+    fn on_settled(&mut self) -> Action {
+        let State::Settling(reason) = self.state else {
+            return Action::Pause;
+        };
+        self.state = State::Done(reason);
+        self.after_settle.take().unwrap_or(Action::PassThrough)
+    }
+
+    /// Response mode: the native response, read whole, is the result to store.
+    fn on_native_body(
+        &mut self,
+        headers: Headers,
+        body: Option<Vec<u8>>,
+        env: &mut dyn Env,
+    ) -> Action {
+        let State::ReadingNativeBody(reason) = self.state else {
+            return Action::PassThrough;
+        };
+        self.state = State::Done(reason);
+        let status = first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
+        let (Some(guard), Some(status), Some(body)) = (self.guard.as_ref(), status, body) else {
+            // Not readable whole: the key stays locked until its deadline (duplicates 409).
+            return Action::PassThrough;
+        };
+        match guard.settle(
+            &self.outcomes,
+            Some((status, &headers, &body)),
+            &self.plan.attempts_header,
+            &self.plan.idempotency,
+            env.now_ms(),
+        ) {
+            Some(request) => {
+                self.state = State::Settling(reason);
+                self.after_settle = Some(Action::PassThrough);
+                Action::Settle(request)
+            }
+            None => Action::PassThrough,
+        }
+    }
+
+    /// The action that ends the exchange for the client.
+    fn final_action(&mut self, last: Option<Last>) -> Action {
+        match last {
             Some(Last::Native) => Action::PassThrough,
             Some(Last::Dispatched(resp)) => self.respond(resp),
             None => {

@@ -17,6 +17,12 @@ pub enum Refusal {
     Mismatch,
     /// The store cannot be used and `on_store_unavailable` is `deny`: 503.
     StoreUnavailable,
+    /// A keyed body over `max_body_bytes` (or one the host cannot show the filter) cannot
+    /// be fingerprinted, and `on_store_unavailable` is `deny`: 413.
+    BodyTooLarge,
+    /// A keyed request with a header value that is not text cannot be copied, and
+    /// `on_store_unavailable` is `deny`: 400.
+    HeaderNotText,
 }
 
 /// A local response: status, headers, body.
@@ -55,6 +61,16 @@ pub fn refusal_answer(refusal: Refusal, header: &str) -> LocalAnswer {
             "Idempotency store unavailable",
             "the gateway cannot check idempotency keys right now; retry later with the same key".to_string(),
         ),
+        Refusal::BodyTooLarge => (
+            413,
+            "Request too large for an idempotency key",
+            format!("the gateway keeps a request with {header} only if its body fits its limit (max_body_bytes); send a smaller body"),
+        ),
+        Refusal::HeaderNotText => (
+            400,
+            "Header value not text",
+            format!("a request with {header} must have text header values"),
+        ),
     };
     let mut headers: Headers = vec![(
         "content-type".to_string(),
@@ -88,6 +104,8 @@ mod tests {
             (Refusal::InFlight { retry_after_s: 3 }, 409),
             (Refusal::Mismatch, 422),
             (Refusal::StoreUnavailable, 503),
+            (Refusal::BodyTooLarge, 413),
+            (Refusal::HeaderNotText, 400),
         ] {
             let a = refusal_answer(refusal, "idempotency-key");
             assert_eq!(a.status, status);

@@ -7,19 +7,19 @@
 //!
 //! Sequences, each call waiting for the previous answer:
 //!
-//! * **claim**: [`lease_grant`] (TTL = `lock_timeout`), then [`claim_txn`]: compare
+//! * **claim**: [`lease_grant`] (when the worker has no lease to reuse, see
+//!   [`super::etcd_steps`]), then [`claim_txn`]: compare
 //!   `VERSION(key) == 0` (the key does not exist), success: put the in-flight record with
 //!   the lease, failure: range the key. [`claim_outcome`] turns the answer into
 //!   [`ClaimOutcome`]: claimed at a revision, or the decision the existing record gives;
 //!   a record whose deadline passed by our clock (etcd still keeps it until its lease
 //!   ends) is taken over with [`take_over_txn`] (compare `MOD(key) ==` the revision
 //!   read), whose answer goes through [`claim_outcome`] again.
-//! * **store the result**: [`lease_grant`] (TTL = `ttl`), then [`complete_txn`]: compare
-//!   `MOD(key) ==` the claim's revision (still our lock), put the completed record with
-//!   the new lease.
+//! * **store the result**: [`complete_txn`]: compare `MOD(key) ==` the claim's revision
+//!   (still our lock), put the completed record with the claim's lease.
 //! * **release**: [`release_txn`]: compare `MOD(key) ==` the claim's revision, delete.
-//! * **unknown outcome**: nothing; the claim's lease ends after `lock_timeout` and etcd
-//!   drops the key.
+//! * **unknown outcome**: nothing; the record's deadline frees the key after
+//!   `lock_timeout`, and etcd drops it when the lease ends.
 //!
 //! Shapes observed on etcd 3.4.23 (Debian `etcd-server`): a failed compare omits
 //! `"succeeded"` (proto3 leaves `false` out), an empty range omits `"kvs"` and `"count"`,

@@ -5,7 +5,9 @@
 //! fingerprint), `record` (the stored record and its codec), `decision` (the table below
 //! as pure functions), `answer` (the gateway's own 400/409/422/503), `index` (the bounded
 //! index of the shared store), `shared` (records in node shared data), `base64` and
-//! `etcd` (records in etcd: request builders and response parsers).
+//! `etcd` (records in etcd: request builders and response parsers), `etcd_steps` (the
+//! etcd sequences, one answer at a time). The exchange uses them through
+//! `crate::exchange::key_guard`; the adapter runs the store calls (`adapter/driver/keys.rs`).
 //!
 //! # The semantics table
 //!
@@ -47,6 +49,7 @@ pub mod answer;
 pub mod base64;
 pub mod decision;
 pub mod etcd;
+pub mod etcd_steps;
 pub mod fingerprint;
 pub mod index;
 pub mod record;

@@ -326,7 +326,7 @@ fn retry_after_waits_are_limited_by_the_deadline() {
 }
 
 /// The filter labels every response to a request it took on, including requests it sent once
-/// natively because they were not eligible (src/adapter/driver.rs, `label_native_response`):
+/// natively because they were not eligible (src/adapter/driver/mod.rs, `label_native_response`):
 /// the notice must not call the header absent there.
 #[test]
 fn attempts_header_is_one_on_requests_sent_once() {

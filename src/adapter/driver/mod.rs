@@ -1,5 +1,7 @@
 //! One request: host callbacks become `exchange` events, actions become host calls.
 
+mod keys;
+
 use super::abi;
 use super::env::{report_failure, HostEnv};
 use super::kong_response;
@@ -9,10 +11,12 @@ use crate::config::{self, BudgetScope, Mode, Plan, ProtectionScope, Scheme};
 use crate::exchange::{
     Action, Attempt, AttemptResponse, BodyRead, Event, Exchange, Execution, FinalResponse, Target,
 };
-use crate::header_map::first;
+use crate::header_map::{first, Headers};
 use crate::metrics::{self, Counter};
 use crate::retry::outcome::{Failure, Outcome};
+use crate::state::idempotency::etcd_steps::{EtcdClaim, EtcdLock};
 use crate::state::protection::Protection;
+use keys::{Step, StoreCall};
 use proxy_wasm::types::Action as HostAction;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -41,6 +45,8 @@ enum Purpose {
     /// Kong: a call to the delay endpoint whose answer carries the final response out (see
     /// [`Driver::relay_response`]).
     Relay,
+    /// A call to the idempotency store (etcd).
+    Store(StoreCall),
 }
 
 /// Where an action is executed, which decides how "go on" is said to the host.
@@ -50,6 +56,8 @@ enum Phase {
     Request,
     /// Response headers (response mode): return Continue / Pause.
     ResponseHeaders,
+    /// Response body (a native result being stored): return Continue / Pause.
+    ResponseBody,
     /// A dispatch answer or a tick: the stream is resumed explicitly.
     Async,
 }
@@ -79,6 +87,16 @@ pub struct Driver {
     /// Kong: the callback being handled is that of a failed dispatch (`:dispatch_status` not
     /// `ok`). A local response sent from it reaches the client as a dropped connection.
     in_failed_call: bool,
+    /// The response has begun (its headers were seen): "go on" now means the response.
+    response_started: bool,
+    /// Gateway idempotency on etcd: the claim under way, the lock it won, and whether the
+    /// settle under way stores a result (for the metric).
+    etcd_claim: Option<Box<EtcdClaim>>,
+    etcd_lock: Option<EtcdLock>,
+    settle_stores: bool,
+    /// Response mode: the native response's headers, kept while its body is read whole
+    /// for the idempotency store.
+    native_headers: Option<Headers>,
 }
 
 /// Adaptive mode: which protection scope a request belongs to, and which way it went.
@@ -108,6 +126,11 @@ impl Driver {
                 this: this.clone(),
                 registered: false,
                 in_failed_call: false,
+                response_started: false,
+                etcd_claim: None,
+                etcd_lock: None,
+                settle_stores: false,
+                native_headers: None,
             })
         })
     }
@@ -132,6 +155,11 @@ impl Driver {
         self.can_wait = true;
         self.registered = false;
         self.in_failed_call = false;
+        self.response_started = false;
+        self.etcd_claim = None;
+        self.etcd_lock = None;
+        self.settle_stores = false;
+        self.native_headers = None;
     }
 
     fn handle(&mut self, event: Event) -> Option<Action> {
@@ -324,14 +352,27 @@ impl Driver {
             BudgetScope::Upstream => upstream.target.clone(),
             BudgetScope::Route => self.route_id().unwrap_or_else(|| upstream.target.clone()),
         };
-        Some(Exchange::new(
-            plan,
-            execution,
-            Target {
-                upstream: upstream.target,
-                scheme: upstream.scheme,
-            },
-        ))
+        let key_scope = if !plan.idempotency.enabled {
+            String::new()
+        } else if plan.idempotency.scope == plan.budget.scope {
+            self.scope.clone()
+        } else {
+            match plan.idempotency.scope {
+                BudgetScope::Upstream => upstream.target.clone(),
+                BudgetScope::Route => self.route_id().unwrap_or_else(|| upstream.target.clone()),
+            }
+        };
+        Some(
+            Exchange::new(
+                plan,
+                execution,
+                Target {
+                    upstream: upstream.target,
+                    scheme: upstream.scheme,
+                },
+            )
+            .with_key_scope(key_scope),
+        )
     }
 
     /// Kong dispatch mode: what the native proxy would send as path and Host, if the host
@@ -420,7 +461,9 @@ impl Driver {
         self.run(action, Phase::Request)
     }
 
-    pub fn on_response_headers(&mut self) -> HostAction {
+    /// `end_of_stream`: no body follows (Envoy; Kong always says false).
+    pub fn on_response_headers(&mut self, end_of_stream: bool) -> HostAction {
+        self.response_started = true;
         let Some(x) = self.exchange.as_deref() else {
             self.watch_native_response();
             return HostAction::Continue;
@@ -436,11 +479,25 @@ impl Driver {
             let headers = abi::get_headers(abi::RESPONSE_HEADERS).unwrap_or_default();
             let status = first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
             let retry_after = first(&headers, "retry-after").map(str::to_string);
+            let holds_key = x.holds_key();
             let action = self.handle(Event::UpstreamResponseHeaders {
                 status,
                 retry_after,
             });
-            return self.run(action, Phase::ResponseHeaders);
+            if holds_key {
+                self.native_headers = Some(headers);
+            }
+            let go_on = self.run(action, Phase::ResponseHeaders);
+            if end_of_stream
+                && self
+                    .exchange
+                    .as_deref()
+                    .is_some_and(Exchange::reads_native_body)
+            {
+                // No body callback follows: the result is the headers alone.
+                return self.native_body_read(Some(Vec::new()), Phase::ResponseHeaders);
+            }
+            return go_on;
         }
         self.watch_native_response();
         self.label_native_response();
@@ -453,6 +510,32 @@ impl Driver {
         if self.exchange.as_deref().is_some_and(Exchange::retrying) {
             return HostAction::Pause;
         }
+        if self
+            .exchange
+            .as_deref()
+            .is_some_and(Exchange::reads_native_body)
+        {
+            let max = self
+                .shared
+                .plan
+                .borrow()
+                .as_ref()
+                .map_or(0, |p| p.idempotency.max_response_bytes);
+            if body_size > max {
+                // Not stored: the key stays locked until lock_timeout (documented).
+                return self.native_body_read(None, Phase::ResponseBody);
+            }
+            if !end_of_stream {
+                // Envoy buffers the body until the end of the stream.
+                return HostAction::Pause;
+            }
+            let body = match abi::get_buffer(abi::HTTP_RESPONSE_BODY, 0, body_size) {
+                Ok(Some(b)) if b.len() == body_size => Some(b),
+                Ok(None) if body_size == 0 => Some(Vec::new()),
+                _ => None,
+            };
+            return self.native_body_read(body, Phase::ResponseBody);
+        }
         if !self.body_fix_pending {
             return HostAction::Continue;
         }
@@ -464,6 +547,13 @@ impl Driver {
             kong_response::restore_body(self.id, body_size, &sent.body);
         }
         HostAction::Continue
+    }
+
+    /// The native response whose result is to be stored is read (`None`: it could not be).
+    fn native_body_read(&mut self, body: Option<Vec<u8>>, phase: Phase) -> HostAction {
+        let headers = self.native_headers.take().unwrap_or_default();
+        let action = self.handle(Event::NativeResponse { headers, body });
+        self.run(action, phase)
     }
 
     /// Tells the client how many attempts a natively proxied response took.
@@ -515,6 +605,11 @@ impl Driver {
                 self.deliver_relayed();
                 None
             }
+            Purpose::Store(call) => match self.on_store_answer(call, body_size) {
+                Some(event) => self.handle(event),
+                // The next call of the sequence is out.
+                None => return,
+            },
             Purpose::Attempt {
                 number: n,
                 sent_ms,
@@ -574,6 +669,16 @@ impl Driver {
                     }
                     action = self.handle(Event::DelayElapsed);
                 }
+                Action::Claim(req) => match self.claim(req) {
+                    Step::Now(answer) => action = self.handle(Event::Claimed(answer)),
+                    Step::Pending => return HostAction::Pause,
+                },
+                Action::Settle(req) => match self.settle(req) {
+                    Step::Now(()) => action = self.handle(Event::Settled),
+                    Step::Pending => return HostAction::Pause,
+                },
+                // The headers go on; the body is held until it is whole (on_response_body).
+                Action::ReadNativeBody => return self.pass_through(phase),
                 Action::Respond(resp) => {
                     log::debug!(
                         "kong_retry [{}]: answering {} after {} attempt(s)",
@@ -710,12 +815,9 @@ impl Driver {
                 self.label_native_response();
                 HostAction::Continue
             }
+            Phase::ResponseBody => HostAction::Continue,
             Phase::Async => {
-                let response_mode = self
-                    .exchange
-                    .as_ref()
-                    .is_some_and(|x| x.execution() == Execution::Response);
-                let stream = if response_mode {
+                let stream = if self.response_started {
                     self.label_native_response();
                     abi::STREAM_RESPONSE
                 } else {
