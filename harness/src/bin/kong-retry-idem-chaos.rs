@@ -102,6 +102,13 @@ fn main_inner() -> Result<bool, String> {
             op.failure
         );
     }
+    let mut drops: std::collections::BTreeMap<&str, usize> = Default::default();
+    for d in report.ops.iter().flat_map(|o| o.drops.iter()) {
+        *drops.entry(d.as_str()).or_default() += 1;
+    }
+    for (why, count) in drops {
+        println!("\ndropped {count}×: {why}");
+    }
     for line in report.wasm_errors.iter().take(20) {
         println!("\nwasm error: {line}");
     }

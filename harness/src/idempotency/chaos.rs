@@ -159,6 +159,8 @@ pub struct OpRecord {
     pub dropped: u32,
     pub unprocessable: u32,
     pub lost: u32,
+    /// Every dropped connection's error, as the client saw it.
+    pub drops: Vec<String>,
 }
 
 /// The whole run.
@@ -296,21 +298,25 @@ impl ChaosReport {
         );
         row("wall time", format!("{:.0} s", self.wall.as_secs_f64()));
         t.push('\n');
-        t.push_str("| fault (per operation) | ops | 2xx | replayed | failed | got 409 | applied twice |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        t.push_str("| fault (per operation) | ops | 2xx | replayed | failed | got 409 | gateway 503 | timeouts / drops | applied twice |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut faults: Vec<Fault> = self.ops.iter().filter_map(|o| o.fault).collect();
         faults.sort();
         faults.dedup();
         for f in faults {
             let of: Vec<&OpRecord> = self.ops.iter().filter(|o| o.fault == Some(f)).collect();
             let c = |p: &dyn Fn(&OpRecord) -> bool| of.iter().filter(|o| p(o)).count();
+            let total = |p: &dyn Fn(&OpRecord) -> u32| of.iter().map(|o| p(o)).sum::<u32>();
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
                 f.label(),
                 of.len(),
                 c(&|o| o.succeeded),
                 c(&|o| o.succeeded && o.replayed),
                 c(&|o| !o.succeeded),
                 c(&|o| o.conflicts > 0),
+                total(&|o| o.gateway_503),
+                total(&|o| o.timeouts),
+                total(&|o| o.dropped),
                 c(&|o| self.effects_of(&o.key) > 1),
             ));
         }
@@ -492,6 +498,7 @@ fn operation(addrs: &[std::net::SocketAddr], o: &ChaosOptions, index: usize) -> 
             }
             Err(e) => {
                 rec.dropped += 1;
+                rec.drops.push(e.to_string());
                 rec.failure = Some(e.to_string());
                 backoff(&mut rng, rec.attempts)
             }
