@@ -440,3 +440,51 @@ fn a_small_chaos_run_applies_every_operation_at_most_once() {
     assert_eq!(report.etcd_restarts.len(), 1, "{table}");
     assert!(report.wasm_errors.is_empty(), "{table}");
 }
+
+#[test]
+fn a_hanging_first_attempt_is_cut_at_per_try_timeout_and_its_lock_holds_until_it_ends() {
+    // per_try_timeout 1500 ms, deadline 5000 ms, lock_timeout 6000 ms; Envoy's route
+    // timeout is 10 s. The first attempt hangs.
+    let n = nodes(json!({}));
+    let key = "hang-1";
+    let path = "/payments?id=hang&plan=hang,ok";
+    let body = br#"{"amount_cents":31}"#;
+    let a = n.node(0).addr();
+    let req = keyed_post(path, key, body).timeout(Duration::from_secs(15));
+    let first = std::thread::spawn(move || client::send(a, &req));
+    // A duplicate on B once A's lock would have ended, had A kept to its deadline.
+    std::thread::sleep(Duration::from_millis(6500));
+    let dup = send(n.node(1), &keyed_post(path, key, body));
+    let first = first.join().unwrap();
+    let first_text = match &first {
+        Ok(r) => format!("{} {:?} after {:?}", r.status, r.text(), r.elapsed),
+        Err(e) => format!("{e}"),
+    };
+    let calls = n.upstream.calls("hang").unwrap();
+    let steps: Vec<(String, f64)> = calls
+        .iter()
+        .map(|c| (c.step.clone(), c.arrived_ms))
+        .collect();
+    let first = first.unwrap_or_else(|e| panic!("A: {e}"));
+    assert_eq!(
+        (first.status, first.text().as_str()),
+        (200, "ok hang call 2\n"),
+        "A retries the hanging attempt; upstream calls {steps:?}"
+    );
+    assert!(
+        first.elapsed < Duration::from_secs(5),
+        "A answers within its deadline (5 s): {first_text}; upstream calls {steps:?}"
+    );
+    assert!(
+        replayed(&dup) && dup.body == first.body,
+        "the duplicate on B, sent after A answered, is the replay: {} {:?}; A: {first_text}; upstream calls {steps:?}",
+        dup.status,
+        dup.text()
+    );
+    assert_eq!(
+        effects(&n.upstream, key),
+        (2, 1),
+        "upstream calls {steps:?}"
+    );
+    assert_clean(&n);
+}
