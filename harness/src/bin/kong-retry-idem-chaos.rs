@@ -31,6 +31,7 @@ fn main() {
 fn main_inner() -> Result<bool, String> {
     let mut options = ChaosOptions::full(7);
     let mut on_unavailable = "deny".to_string();
+    let mut ops_file: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -56,8 +57,9 @@ fn main_inner() -> Result<bool, String> {
                     ));
                 }
             }
+            "--ops" => ops_file = Some(value("--ops")?),
             "-h" | "--help" => {
-                println!("usage: kong-retry-idem-chaos [--seed N] [--requests N] [--concurrency N] [--etcd-restarts N] [--on-store-unavailable deny|allow]");
+                println!("usage: kong-retry-idem-chaos [--seed N] [--requests N] [--concurrency N] [--etcd-restarts N] [--on-store-unavailable deny|allow] [--ops FILE (one line per operation)]");
                 return Ok(true);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -111,6 +113,14 @@ fn main_inner() -> Result<bool, String> {
     }
     for line in report.wasm_errors.iter().take(20) {
         println!("\nwasm error: {line}");
+    }
+    if let Some(path) = ops_file {
+        let lines: Vec<String> = report
+            .ops
+            .iter()
+            .map(|o| format!("{o:?} effects={}", report.effects_of(&o.key)))
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| format!("{path}: {e}"))?;
     }
     let clean = report.doubles().is_empty()
         && report.phantom_successes().is_empty()
