@@ -352,6 +352,13 @@ impl Envoy {
         self.process.pid()
     }
 
+    /// Kills it by pid (SIGKILL: a node that dies with requests in flight) and waits until
+    /// it is gone.
+    pub fn kill(&mut self) {
+        self.process.signal(libc::SIGKILL);
+        self.process.wait_exit(Duration::from_secs(5));
+    }
+
     /// This instance's directory (config and log).
     pub fn dir(&self) -> &Path {
         &self.dir

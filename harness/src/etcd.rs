@@ -22,6 +22,8 @@ pub struct Etcd {
     peer: SocketAddr,
     dir: PathBuf,
     starts: u32,
+    /// SIGSTOPped by [`Etcd::pause`]: resumed before it is stopped, so SIGTERM can act.
+    paused: bool,
 }
 
 /// The etcd binary: `KONG_RETRY_ETCD`, else `etcd` on the PATH.
@@ -52,6 +54,7 @@ impl Etcd {
             peer: loopback(port("peer")?),
             dir: run_dir("etcd")?,
             starts: 0,
+            paused: false,
         };
         etcd.restart()?;
         Ok(etcd)
@@ -64,11 +67,40 @@ impl Etcd {
 
     /// Stops etcd (SIGTERM, then SIGKILL): calls fail until [`Etcd::restart`].
     pub fn stop(&mut self) {
+        if self.paused {
+            self.resume();
+        }
         self.process = None;
+    }
+
+    /// The running etcd's pid (`None` while stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    /// Freezes etcd with SIGSTOP: its sockets stay open and the kernel still completes
+    /// connections into its backlog, but nothing is read or answered — an etcd that is
+    /// slow without bound — until [`Etcd::resume`] (or drop, which resumes it first).
+    pub fn pause(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            p.signal(libc::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    /// Lets a paused etcd run again (SIGCONT); it answers what queued up meanwhile.
+    pub fn resume(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            p.signal(libc::SIGCONT);
+        }
+        self.paused = false;
     }
 
     /// (Re)starts etcd on the same ports and data directory and waits until it is healthy.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if self.paused {
+            self.resume();
+        }
         self.process = None;
         let bin = binary()?;
         let data = self.dir.join("data");
@@ -131,5 +163,14 @@ impl Etcd {
         client::send(self.client, &req)
             .map(|r| (r.status, r.text()))
             .map_err(|e| HarnessError::new(format!("etcd {path}: {e}")))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // A stopped process would hold SIGTERM pending until the SIGKILL two seconds later.
+        if self.paused {
+            self.resume();
+        }
     }
 }

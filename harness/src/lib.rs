@@ -13,6 +13,7 @@ pub mod client;
 pub mod envoy;
 pub mod etcd;
 pub mod http1;
+pub mod idempotency;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
