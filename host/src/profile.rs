@@ -382,6 +382,30 @@ impl Profile {
         }
     }
 
+    /// Envoy's `response.code_details` for a proxied response: `via_upstream` when the
+    /// upstream sent it, else the reason Envoy answered itself (source/common/router/router.cc:
+    /// `ResponseCodeDetails::ViaUpstream`, `UpstreamResetBeforeResponseStarted{<reason>}`,
+    /// `UpstreamResponseTimeout`; the filter's reading of it is checked on Envoy 1.40 by
+    /// harness/tests/envoy_proxy_answers.rs). Kong has no such property.
+    pub fn response_code_details(self, failure: Option<Failure>) -> Option<String> {
+        if self != Profile::Envoy {
+            return None;
+        }
+        Some(
+            match failure {
+                None => "via_upstream",
+                Some(Failure::Timeout) => "upstream_response_timeout",
+                Some(Failure::Refused) => {
+                    "upstream_reset_before_response_started{remote_connection_failure}"
+                }
+                Some(Failure::Reset) => {
+                    "upstream_reset_before_response_started{connection_termination}"
+                }
+            }
+            .to_string(),
+        )
+    }
+
     /// The response nginx/Kong or Envoy generates when the proxied request fails.
     /// Kong: kong/tools/http.lua default messages (502 "An invalid response was
     /// received from the upstream server", 504 "The upstream server is timing out").

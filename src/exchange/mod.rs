@@ -527,6 +527,9 @@ impl Exchange {
         env: &mut dyn Env,
     ) -> Action {
         self.last_outcome = Some(outcome);
+        // Gateway idempotency: what this attempt says about the key (Envoy's own 503 after
+        // a broken connection is not the upstream's). Retries go on as `retry_on` says,
+        // as without gateway idempotency (issue 12: "retry as today").
         if self.guard.is_some() {
             let for_key = if std::mem::take(&mut self.proxy_answered) {
                 Outcome::Failed(Failure::Unspecified)

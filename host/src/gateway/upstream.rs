@@ -84,6 +84,10 @@ impl Gateway {
         }
         let (w, ctx) = (f.worker, f.ctx);
         let profile = self.profile();
+        let reply_failure = match &reply {
+            Reply::Failure { failure, .. } => Some(*failure),
+            _ => None,
+        };
         let raw = match reply {
             Reply::Response {
                 status,
@@ -106,8 +110,10 @@ impl Gateway {
                 RawResponse::from_gateway(profile.proxy_failure_response(failure))
             }
         };
+        let details = profile.response_code_details(reply_failure);
         if let Some(stream) = self.stream_mut(w, ctx) {
             stream.set_response(raw.status, raw.headers.clone(), raw.body.clone());
+            stream.code_details = details;
         }
         if let Some(f) = self.flights.get_mut(&rid) {
             f.source = raw.source;

@@ -116,6 +116,9 @@ fn lookup_property(state: &WorkerState, path: &[String]) -> Option<Vec<u8>> {
         (Profile::Envoy, ["request", "method"]) => header(":method"),
         (Profile::Envoy, ["request", "host"]) => header(":authority"),
         (Profile::Envoy, ["request", "scheme"]) => header(":scheme"),
+        (Profile::Envoy, ["response", "code_details"]) if stream.has_response => {
+            stream.code_details.clone().map(String::into_bytes)
+        }
         (_, ["request", "headers", name]) => header(name),
         _ => None,
     }

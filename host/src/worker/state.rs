@@ -24,6 +24,9 @@ pub(crate) struct Stream {
     pub resp_trailers: Vec<(String, String)>,
     pub has_response: bool,
     pub local_response_sent: bool,
+    /// Envoy's `response.code_details` for the proxied response (see
+    /// `Profile::response_code_details`).
+    pub code_details: Option<String>,
 }
 
 impl Stream {

@@ -131,13 +131,7 @@ pub fn settle(
     if is_unknown(last) {
         return Settlement::KeepLocked(LockedBecause::UnknownOutcome);
     }
-    let not_applied = match last {
-        Outcome::Status(s) => matches!(s, 408 | 409 | 425 | 429 | 502 | 503),
-        Outcome::Failed(Failure::ConnectFailure | Failure::DispatchRefused) => true,
-        // Covered by is_unknown above.
-        Outcome::Failed(_) => false,
-    };
-    if not_applied {
+    if proves_not_applied(last) {
         // An earlier attempt that timed out or was reset may still have been applied.
         return if earlier.iter().any(is_unknown) {
             Settlement::KeepLocked(LockedBecause::UnknownOutcome)
@@ -150,6 +144,16 @@ pub fn settle(
     }
     Settlement::Store {
         expires_at_ms: now_ms.saturating_add(config.ttl_ms),
+    }
+}
+
+/// Does this attempt's outcome prove that the upstream did not apply the request? Only
+/// then may a guarded request be sent again, or its key be released: the upstream does
+/// not honour keys (that is what gateway idempotency is for).
+pub fn proves_not_applied(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Status(s) => matches!(s, 408 | 409 | 425 | 429 | 502 | 503),
+        Outcome::Failed(f) => matches!(f, Failure::ConnectFailure | Failure::DispatchRefused),
     }
 }
 
