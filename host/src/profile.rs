@@ -575,6 +575,23 @@ impl Profile {
         }
     }
 
+    /// Envoy: the router takes `x-envoy-upstream-rq-timeout-ms` from the request it
+    /// forwards as that request's timeout, and removes it (source/common/router/router.cc
+    /// `FilterUtility::finalTimeout`; the filter's use of it is checked on Envoy 1.40 by
+    /// harness/tests/idempotency_two_nodes.rs). Kong has no such header.
+    pub fn forward_timeout_ms(self, headers: &mut Vec<(String, String)>) -> Option<u64> {
+        if self != Profile::Envoy {
+            return None;
+        }
+        const NAME: &str = "x-envoy-upstream-rq-timeout-ms";
+        let value = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(NAME))
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(NAME));
+        value.filter(|ms| *ms > 0)
+    }
+
     /// The default timeout of the proxy's own forward: Kong's service
     /// `read_timeout` 60 s; Envoy's route timeout 15 s.
     pub fn default_proxy_timeout_ms(self) -> u64 {

@@ -149,6 +149,21 @@ impl Exchange {
         self.proxy_answered = true;
     }
 
+    /// Response mode: will attempt 1 go the proxy's native way (its timeout is then the
+    /// proxy's, unless the adapter bounds it)?
+    pub fn native_attempt_ahead(&self) -> bool {
+        self.execution == Execution::Response
+            && matches!(
+                self.state,
+                State::AwaitingBody | State::Claiming | State::NativeFirstAttempt
+            )
+    }
+
+    /// The timeout of attempt 1: the per-try timeout, never past the deadline.
+    pub fn first_attempt_timeout_ms(&self) -> u64 {
+        self.plan.per_try_timeout_ms.min(self.plan.deadline_ms)
+    }
+
     /// Does the idempotency store hold a lock of this request?
     pub fn holds_key(&self) -> bool {
         self.guard.as_ref().is_some_and(KeyGuard::claimed)

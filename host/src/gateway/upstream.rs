@@ -42,16 +42,21 @@ impl Gateway {
             return;
         };
         let (w, ctx) = (f.worker, f.ctx);
-        let (headers, body) = match self.stream_mut(w, ctx) {
-            Some(s) => (s.req_headers.clone(), s.req_body.clone()),
+        let profile = self.profile();
+        let (headers, body, timeout_ms) = match self.stream_mut(w, ctx) {
+            Some(s) => {
+                let timeout_ms = profile.forward_timeout_ms(&mut s.req_headers);
+                (s.req_headers.clone(), s.req_body.clone(), timeout_ms)
+            }
             None => return,
         };
+        let timeout_ms = timeout_ms.unwrap_or(self.settings.proxy_timeout_ms);
         let mut node = self.node();
         let call = UpstreamCall {
             id: node.new_call_id(),
             request: Some(rid),
             worker: w,
-            timeout_ms: self.settings.proxy_timeout_ms,
+            timeout_ms,
             sent_at_ms: node.now_ms,
             ..UpstreamCall::from_wire(CallKind::Proxied, &headers, body)
         };

@@ -439,7 +439,32 @@ impl Driver {
             path,
             authority,
         });
+        self.bound_native_attempt();
         self.run(action, Phase::Request)
+    }
+
+    /// Envoy, attempt 1 on the native way: bounds it by `per_try_timeout` (else only the
+    /// route's timeout ends it, and a hanging attempt outlives the deadline and the key's
+    /// lock). Envoy's router takes `x-envoy-upstream-rq-timeout-ms` from the request it
+    /// forwards and removes it (router.cc `FilterUtility::finalTimeout`); checked on Envoy
+    /// 1.40 by harness/tests/idempotency_two_nodes.rs.
+    fn bound_native_attempt(&self) {
+        let Some(x) = self.exchange.as_deref() else {
+            return;
+        };
+        if self.host != Host::Envoy || !x.native_attempt_ahead() {
+            return;
+        }
+        let ms = x.first_attempt_timeout_ms().to_string();
+        if abi::replace_header(
+            abi::REQUEST_HEADERS,
+            "x-envoy-upstream-rq-timeout-ms",
+            ms.as_bytes(),
+        )
+        .is_err()
+        {
+            log::debug!("kong_retry [{}]: cannot bound the native attempt", self.id);
+        }
     }
 
     pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
