@@ -86,22 +86,6 @@ fn assert_clean(n: &Nodes) {
     assert!(errors.is_empty(), "wasm errors:\n{}", errors.join("\n"));
 }
 
-/// Retries `req` on `node` while it answers 409, waiting `Retry-After` each time, for at
-/// most `limit`; returns the first other answer and how many 409s came before it.
-fn until_not_409(node: &Envoy, req: &Request, limit: Duration) -> (Response, u32) {
-    let until = Instant::now() + limit;
-    let mut conflicts = 0;
-    loop {
-        let r = send(node, req);
-        if r.status != 409 || Instant::now() > until {
-            return (r, conflicts);
-        }
-        conflicts += 1;
-        let wait = Duration::from_secs(retry_after_secs(&r).unwrap_or(1).clamp(1, 10));
-        std::thread::sleep(wait.min(until.saturating_duration_since(Instant::now())));
-    }
-}
-
 #[test]
 fn a_response_lost_after_node_a_answered_is_replayed_by_node_b() {
     let n = nodes(json!({}));
@@ -127,8 +111,13 @@ fn a_response_lost_after_node_a_answered_is_replayed_by_node_b() {
     assert_clean(&n);
 }
 
+/// The client gives up on A while the upstream is still applying the payment: Envoy ends
+/// the stream, so A never learns the result and cannot store it. For the gateway the
+/// outcome is unknown: B answers 409 for as long as A's lock lives (lock_timeout 6 s here),
+/// and the upstream applied the payment once. (After the lock the key is free again: the
+/// operator sizes lock_timeout beyond the clients' retry horizon, see the guide.)
 #[test]
-fn a_client_that_gives_up_on_node_a_gets_409_from_node_b_then_the_replay() {
+fn a_client_that_gives_up_on_node_a_gets_409_from_node_b_while_the_outcome_is_unknown() {
     let n = nodes(json!({}));
     let key = "impatient-1";
     let req = keyed_post(
@@ -159,19 +148,15 @@ fn a_client_that_gives_up_on_node_a_gets_409_from_node_b_then_the_replay() {
         (1..=6).contains(&wait),
         "Retry-After {wait} s, lock_timeout 6 s"
     );
-    let (last, conflicts) = until_not_409(n.node(1), &req, Duration::from_secs(20));
+    // Once the upstream has applied it (1.5 s), B still does not run it.
+    std::thread::sleep(Duration::from_millis(2000));
+    let still = send(n.node(1), &req);
     assert_eq!(
-        (last.status, replayed(&last)),
-        (200, true),
-        "after {conflicts} more 409s: {} {:?}{}",
-        last.text(),
-        last.headers,
+        still.status,
+        409,
+        "the outcome is still unknown: {}{}",
+        still.text(),
         logs(&n)
-    );
-    assert_eq!(
-        last.text(),
-        "ok impatient call 1\n",
-        "the upstream's one answer"
     );
     assert_eq!(
         effects(&n.upstream, key),
@@ -406,18 +391,19 @@ fn etcd_frozen_allow_forwards_once_and_deny_answers_503_within_the_timeout() {
 
 #[test]
 fn a_small_chaos_run_applies_every_operation_at_most_once() {
-    let config = filter_config(
-        Store::Etcd,
-        &json!({"on_store_unavailable": "deny"}),
-        &json!({}),
-    );
-    let mut n = Nodes::start(2, &wasm(), &config).unwrap_or_else(|e| panic!("{e}"));
     let options = ChaosOptions {
         requests: 100,
         concurrency: 6,
         etcd_restarts: 1,
+        client_deadline: Duration::from_secs(12),
         ..ChaosOptions::full(11)
     };
+    let config = filter_config(
+        Store::Etcd,
+        &json!({"on_store_unavailable": "deny", "lock_timeout": options.lock_timeout_ms()}),
+        &json!({}),
+    );
+    let mut n = Nodes::start(2, &wasm(), &config).unwrap_or_else(|e| panic!("{e}"));
     let report = chaos::run(&mut n, &options).unwrap_or_else(|e| panic!("{e}"));
     let table = report.markdown();
     let doubles: Vec<String> = report

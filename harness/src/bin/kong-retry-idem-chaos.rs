@@ -68,7 +68,10 @@ fn main_inner() -> Result<bool, String> {
     let wasm = kong_retry_harness::wasm::filter().map_err(|e| e.to_string())?;
     let config = filter_config(
         Store::Etcd,
-        &json!({ "on_store_unavailable": on_unavailable }),
+        &json!({
+            "on_store_unavailable": on_unavailable,
+            "lock_timeout": options.lock_timeout_ms(),
+        }),
         &json!({}),
     );
     eprintln!(

@@ -44,6 +44,15 @@ pub struct ChaosOptions {
 }
 
 impl ChaosOptions {
+    /// The filter's `idempotency.lock_timeout` for this run, sized as the operator guide
+    /// says: longer than the client keeps retrying one key. A key whose outcome is unknown
+    /// (the client gave up on a slow upstream that went on to apply it) is then never run a
+    /// second time: its client ends with "outcome unknown" instead. With a shorter lock, the
+    /// client's late retry runs the operation again once the lock has expired.
+    pub fn lock_timeout_ms(&self) -> u64 {
+        (self.client_deadline + Duration::from_secs(10)).as_millis() as u64
+    }
+
     /// 1,000 operations, 8 at once, 3 etcd restarts of 1 s.
     pub fn full(seed: u64) -> Self {
         ChaosOptions {
