@@ -1,12 +1,14 @@
 //! One row: a fresh pool and gateway, the calm throughput, then the load with the rollout.
 
-use crate::gateways::{Modules, Row, Running};
+use crate::gateways::{self, Modules, Row, Running};
 use crate::load::{self, Load, Nodes};
+use crate::nodes::GatewayNodes;
 use crate::pool::{Pool, UpstreamProgram};
 use crate::report::RowResult;
 use crate::scenario::Plan;
-use crate::LabError;
+use crate::{err, LabError};
 use std::path::Path;
+use std::time::Duration;
 
 /// How a row is run.
 #[derive(Debug, Clone)]
@@ -17,7 +19,11 @@ pub struct Settings {
     pub wrk_seconds: u32,
 }
 
-/// Runs `row` under `plan`; files under `dir`.
+/// The gateway-node replacement's client: after a connection failure it keeps away from
+/// that node for this long, then tries it again.
+pub const CLIENT_BACK_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs `row` under `plan` (a rollout of the upstreams); files under `dir`.
 pub fn row(
     row: Row,
     plan: &Plan,
@@ -35,18 +41,11 @@ pub fn row(
         None
     };
     let retries_before = gateway.retries();
-    let mut load = settings.load.clone();
-    load.duration = plan.duration;
-    let nodes = Nodes(vec![gateway.addr()]);
-    let mut events = Ok(Vec::new());
-    let outcomes = load::run(&load, &nodes, |start| {
-        events = plan.perform(&mut pool, start);
-    });
-    let events = events?;
-    // Let retries that were still in flight land in the journals and counters.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let nodes = Nodes::one(gateway.addr());
+    let (outcomes, events) = load_with_rollout(settings, plan, &nodes, |a| pool.act(a))?;
     Ok(RowResult {
         row,
+        nodes: 1,
         outcomes,
         deliveries: pool.deliveries(),
         retries: gateway.retries().saturating_sub(retries_before),
@@ -55,4 +54,58 @@ pub fn row(
         filter_errors: gateway.filter_errors(),
         counters: gateway.counters(),
     })
+}
+
+/// Runs `row` on two gateway nodes in front of one healthy pool, under `plan` (a rollout of
+/// the nodes); the client prefers node A and switches on a connection failure.
+pub fn node_row(
+    row: Row,
+    plan: &Plan,
+    settings: &Settings,
+    modules: &Modules,
+    program: &UpstreamProgram,
+    dir: &Path,
+) -> Result<RowResult, LabError> {
+    let pool = Pool::start(program, settings.upstreams, dir)?;
+    let bootstrap = gateways::envoy_bootstrap(row, &pool.addrs(), modules).ok_or_else(|| {
+        err(format!(
+            "{}: the node replacement runs Envoy rows only",
+            row.label()
+        ))
+    })?;
+    let mut gateway = GatewayNodes::start(&bootstrap, 2)?;
+    let nodes = Nodes::new(gateway.addrs(), CLIENT_BACK_AFTER);
+    let (outcomes, events) = load_with_rollout(settings, plan, &nodes, |a| gateway.act(a))?;
+    Ok(RowResult {
+        row,
+        nodes: 2,
+        outcomes,
+        deliveries: pool.deliveries(),
+        retries: gateway.retries(),
+        calm_rps: None,
+        events,
+        filter_errors: gateway.filter_errors(),
+        counters: gateway.counters(),
+    })
+}
+
+type Events = Vec<(f64, crate::scenario::Action)>;
+
+/// The open-loop load against `nodes` while `plan`'s actions are done with `act`.
+fn load_with_rollout(
+    settings: &Settings,
+    plan: &Plan,
+    nodes: &Nodes,
+    act: impl FnMut(crate::scenario::Action) -> Result<(), LabError>,
+) -> Result<(Vec<load::Outcome>, Events), LabError> {
+    let mut load = settings.load.clone();
+    load.duration = plan.duration;
+    let mut events = Ok(Vec::new());
+    let outcomes = load::run(&load, nodes, |start| {
+        events = plan.perform(start, act);
+    });
+    let events = events?;
+    // Let retries that were still in flight land in the journals and counters.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((outcomes, events))
 }
