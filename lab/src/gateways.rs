@@ -252,3 +252,32 @@ pub fn add_counter(counters: &mut Vec<(String, u64)>, name: &str, v: u64) {
         None => counters.push((name.to_string(), v)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter's JSON in envoy/envoy.yaml (the block after `value: |`).
+    fn shipped_envoy_config() -> Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/envoy.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block: String = text
+            .split("value: |")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with(['{', '}', '"']))
+            .collect();
+        serde_json::from_str(&block).unwrap()
+    }
+
+    #[test]
+    fn the_lab_runs_the_shipped_retry_schedule() {
+        let shipped = shipped_envoy_config();
+        let lab = filter_config("response", "backend");
+        for field in ["retries", "retry_on", "per_try_timeout", "deadline", "backoff"] {
+            assert_eq!(lab[field], shipped[field], "{field}");
+        }
+    }
+}
