@@ -276,7 +276,13 @@ mod tests {
     fn the_lab_runs_the_shipped_retry_schedule() {
         let shipped = shipped_envoy_config();
         let lab = filter_config("response", "backend");
-        for field in ["retries", "retry_on", "per_try_timeout", "deadline", "backoff"] {
+        for field in [
+            "retries",
+            "retry_on",
+            "per_try_timeout",
+            "deadline",
+            "backoff",
+        ] {
             assert_eq!(lab[field], shipped[field], "{field}");
         }
     }

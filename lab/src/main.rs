@@ -104,10 +104,16 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
             settings.load.rate
         );
         let row_dir = dir.join(format!("row-{i}"));
+        let setup = run::Setup {
+            plan: p,
+            settings: &settings,
+            modules: &modules,
+            program: &program,
+        };
         let r = if on_nodes {
-            run::node_row(row, p, &settings, &modules, &program, &row_dir)?
+            run::node_row(row, &setup, &row_dir)?
         } else {
-            run::row(row, p, &settings, &modules, &program, &row_dir)?
+            run::row(row, &setup, &row_dir)?
         };
         print_row(&r, p);
         if on_nodes {

@@ -83,6 +83,18 @@ pub struct Plan {
     pub phases: Vec<Phase>,
 }
 
+/// Phases from `(name, from ms, to ms)`.
+pub fn phases(spans: &[(&'static str, f64, f64)]) -> Vec<Phase> {
+    spans
+        .iter()
+        .map(|&(name, from_ms, to_ms)| Phase {
+            name,
+            from_ms,
+            to_ms,
+        })
+        .collect()
+}
+
 /// Rolling replacement of every instance, one at a time: take it away, wait `gap`, start
 /// it again, wait `settle` before the next.
 fn rolling(
@@ -116,33 +128,13 @@ impl Plan {
         Plan {
             duration: Duration::from_millis((gap_end + 2000.0) as u64),
             actions,
-            phases: vec![
-                Phase {
-                    name: "calm",
-                    from_ms: 0.0,
-                    to_ms: calm,
-                },
-                Phase {
-                    name: "graceful",
-                    from_ms: calm,
-                    to_ms: graceful_end,
-                },
-                Phase {
-                    name: "abrupt",
-                    from_ms: graceful_end,
-                    to_ms: abrupt_end,
-                },
-                Phase {
-                    name: "2 s gap",
-                    from_ms: abrupt_end,
-                    to_ms: gap_end,
-                },
-                Phase {
-                    name: "after",
-                    from_ms: gap_end,
-                    to_ms: f64::MAX,
-                },
-            ],
+            phases: phases(&[
+                ("calm", 0.0, calm),
+                ("graceful", calm, graceful_end),
+                ("abrupt", graceful_end, abrupt_end),
+                ("2 s gap", abrupt_end, gap_end),
+                ("after", gap_end, f64::MAX),
+            ]),
         }
     }
 
@@ -161,33 +153,13 @@ impl Plan {
         Plan {
             duration: Duration::from_millis((15.0 * s) as u64),
             actions,
-            phases: vec![
-                Phase {
-                    name: "calm",
-                    from_ms: 0.0,
-                    to_ms: calm,
-                },
-                Phase {
-                    name: "graceful",
-                    from_ms: calm,
-                    to_ms: calm + 3.0 * s,
-                },
-                Phase {
-                    name: "abrupt",
-                    from_ms: calm + 3.0 * s,
-                    to_ms: calm + 6.0 * s,
-                },
-                Phase {
-                    name: "2 s gap",
-                    from_ms: calm + 6.0 * s,
-                    to_ms: calm + 6.0 * s + 3000.0,
-                },
-                Phase {
-                    name: "after",
-                    from_ms: calm + 6.0 * s + 3000.0,
-                    to_ms: f64::MAX,
-                },
-            ],
+            phases: phases(&[
+                ("calm", 0.0, calm),
+                ("graceful", calm, calm + 3.0 * s),
+                ("abrupt", calm + 3.0 * s, calm + 6.0 * s),
+                ("2 s gap", calm + 6.0 * s, calm + 6.0 * s + 3000.0),
+                ("after", calm + 6.0 * s + 3000.0, f64::MAX),
+            ]),
         }
     }
 
@@ -211,28 +183,12 @@ impl Plan {
                 (kill, Action::KillNode(0)),
                 (kill + 1000.0, Action::StartNode(0)),
             ],
-            phases: vec![
-                Phase {
-                    name: "calm",
-                    from_ms: 0.0,
-                    to_ms: calm,
-                },
-                Phase {
-                    name: "node graceful",
-                    from_ms: calm,
-                    to_ms: graceful_end,
-                },
-                Phase {
-                    name: "node abrupt",
-                    from_ms: graceful_end,
-                    to_ms: abrupt_end,
-                },
-                Phase {
-                    name: "after",
-                    from_ms: abrupt_end,
-                    to_ms: f64::MAX,
-                },
-            ],
+            phases: phases(&[
+                ("calm", 0.0, calm),
+                ("node graceful", calm, graceful_end),
+                ("node abrupt", graceful_end, abrupt_end),
+                ("after", abrupt_end, f64::MAX),
+            ]),
         }
     }
 
