@@ -458,6 +458,14 @@ pub fn document(
         "\nCounts are `failed / sent`. A failure is what the client saw: a 5xx, a reset or closed connection, or no answer within {} s. Latency counts from the time the request was due (open loop), failures included.\n\n",
         settings.load.timeout.as_secs()
     ));
+    let worst: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} {}", r.label(), r.summary(plan).worst_incident))
+        .collect();
+    d.push_str(&format!(
+        "Most GETs and keyed POSTs (what a gateway may retry) lost in one incident (from one instance taken away, or all of them, to the next): {}.\n\n",
+        worst.join(", ")
+    ));
     d.push_str("## Goals (issue 13)\n\n");
     for g in goals(results, plan, settings) {
         d.push_str(&format!(
