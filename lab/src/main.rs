@@ -41,6 +41,8 @@ fn main() {
 fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
     let started = Instant::now();
     let root = kong_retry_harness::repo_root();
+    // Before anything is written under docs/: the revision the lab ran, not its output.
+    let revision = kong_retry_lab::machine::revision(&root);
     let all: &[Row] = if short {
         &gateways::SHORT
     } else {
@@ -159,7 +161,7 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
         "kong-retry lab: 200 req/s open loop (GET, keyed POST, unkeyed POST)",
         &png,
     )?;
-    let md = report::document(&upgrade, Some(&node_variant), &settings, wall, &root);
+    let md = report::document(&upgrade, Some(&node_variant), &settings, wall, &revision);
     let path = docs.join("lab.md");
     std::fs::write(&path, md).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
     print_tables();

@@ -215,13 +215,16 @@ fn draw_panel(c: &mut Canvas, y: i64, p: &Panel, peak: u32, colour_index: &mut u
         let colour = PALETTE[*colour_index % PALETTE.len()];
         *colour_index += 1;
         let total: u32 = bins.iter().sum();
-        c.text(
-            (LEFT + 4) as f32,
-            (y0 + 1) as f32,
-            14.0,
-            colour,
-            &format!("{}: {total} failed", r.label()),
-        );
+        let resent = r.outcomes.iter().filter(|o| o.resent.is_some()).count();
+        let label = if r.nodes > 1 {
+            format!(
+                "{}: {total} failed; the client sent {resent} again to the other node",
+                r.label()
+            )
+        } else {
+            format!("{}: {total} failed", r.label())
+        };
+        c.text((LEFT + 4) as f32, (y0 + 1) as f32, 14.0, colour, &label);
         c.text((LEFT - 22) as f32, (base - 14) as f32, 12.0, INK, "0");
         c.text(
             (LEFT - 30) as f32,

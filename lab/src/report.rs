@@ -438,7 +438,7 @@ pub fn document(
     nodes: Option<&Variant>,
     settings: &crate::run::Settings,
     wall: std::time::Duration,
-    root: &std::path::Path,
+    revision: &str,
 ) -> String {
     let (results, plan, table) = (upgrade.results, upgrade.plan, upgrade.table.as_str());
     let mut d = String::new();
@@ -450,7 +450,7 @@ pub fn document(
         "- Command: `cargo run --release -p kong-retry-lab` (after `./scripts/setup.sh`), wall time {:.0} s including start-ups.\n- Machine: {}.\n- Revision: `{}`.\n\n",
         wall.as_secs_f64(),
         crate::machine::describe(),
-        crate::machine::revision(root)
+        revision
     ));
     d.push_str("![failures per 100 ms, per row, with the rollout events](lab.png)\n\n");
     d.push_str(table);
