@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 
 # On a fresh clone the two Cargo steps below each go through the ~260 crates once:
 # clippy checks them (metadata only, about 2 min on 2 cores), the tests build them
-# (about 5 min; the same build ./demo.sh and the tools use). Later runs take seconds.
+# (about 5 min, wasmtime included: ./demo.sh builds only the lab's
+# Envoy part, without the test host). Later runs take seconds.
 echo "== format and lints"
 cargo fmt --all --check
 echo "(clippy: on a fresh clone about 2 min, checking wasmtime and the other dependencies)"
@@ -17,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p kong-retry --target wasm32-wasip1 --target-dir target/wasm/filter -- -D warnings
 
 echo "== Rust tests (native logic + real .wasm on the test host)"
-echo "(on a fresh clone the build takes about 5 min before the first test runs; seconds after ./demo.sh)"
+echo "(on a fresh clone the build takes about 5 min before the first test runs; seconds on a warm checkout)"
 cargo test --workspace
 
 echo "== Java client and server example"

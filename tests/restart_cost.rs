@@ -17,8 +17,9 @@
 //! four start times (3.0, 3.25, 3.5, 3.75 s) and gives the range. The 48 runs are
 //! independent and run on every core (parallel_runs).
 //!
-//! `cargo test --test restart_cost -- --nocapture` prints the table (docs/operator-guide.md
-//! quotes it).
+//! `cargo test --test restart_cost -- --nocapture` prints the table. It checks the logic on
+//! a simulated clock; the restart figures the docs quote come from the rolling-upgrade lab on
+//! real sockets (docs/lab.md, `cargo run --release -p kong-retry-lab`).
 
 // Test code: a failed setup step should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

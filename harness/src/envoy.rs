@@ -100,6 +100,12 @@ pub struct Bootstrap {
     /// More clusters, one endpoint each, that the filter dispatches to by name (e.g. an
     /// `etcd` cluster for the idempotency store).
     pub clusters: Vec<(String, SocketAddr)>,
+    /// The listener's port (0: a free one). A fixed port lets a node be replaced where its
+    /// clients expect it.
+    pub listener_port: u16,
+    /// `--drain-time-s`: how long `/drain_listeners?graceful` keeps accepting before the
+    /// listeners close (Envoy's default: 600 s).
+    pub drain_time_s: Option<u32>,
 }
 
 impl Bootstrap {
@@ -115,6 +121,8 @@ impl Bootstrap {
             disabled_prefix: None,
             log_level: "info".into(),
             clusters: Vec::new(),
+            listener_port: 0,
+            drain_time_s: None,
         }
     }
 
@@ -132,11 +140,11 @@ impl Bootstrap {
     /// The bootstrap as YAML.
     pub fn yaml(&self) -> String {
         let mut y = String::new();
-        y.push_str(
+        y.push_str(&format!(
             "static_resources:
   listeners:
     - name: ingress
-      address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
       filter_chains:
         - filters:
             - name: envoy.filters.network.http_connection_manager
@@ -150,7 +158,8 @@ impl Bootstrap {
                       domains: [\"*\"]
                       routes:
 ",
-        );
+            self.listener_port
+        ));
         let route = |prefix: &str, disabled: bool| {
             let mut r = format!(
                 "                        - match: {{ prefix: \"{prefix}\" }}
@@ -266,7 +275,11 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy with a generated bootstrap and waits until it serves.
     pub fn start(b: &Bootstrap) -> Result<Envoy, HarnessError> {
-        Self::start_yaml(&b.yaml(), b.concurrency, &b.log_level)
+        let extra: Vec<String> = b
+            .drain_time_s
+            .map(|s| vec!["--drain-time-s".to_string(), s.to_string()])
+            .unwrap_or_default();
+        Self::spawn(&b.yaml(), b.concurrency, &b.log_level, &extra)
     }
 
     /// Starts Envoy with this bootstrap text, which must bind its admin and its first
@@ -275,6 +288,15 @@ impl Envoy {
         yaml: &str,
         concurrency: u32,
         log_level: &str,
+    ) -> Result<Envoy, HarnessError> {
+        Self::spawn(yaml, concurrency, log_level, &[])
+    }
+
+    fn spawn(
+        yaml: &str,
+        concurrency: u32,
+        log_level: &str,
+        extra_args: &[String],
     ) -> Result<Envoy, HarnessError> {
         let bin = binary()?;
         let dir = run_dir("envoy")?;
@@ -291,7 +313,8 @@ impl Envoy {
             .arg("--admin-address-path")
             .arg(&admin_file)
             .args(["-l", log_level])
-            .args(["--component-log-level", "wasm:info"]);
+            .args(["--component-log-level", "wasm:info"])
+            .args(extra_args);
         let mut process = Process::spawn("envoy", cmd, &dir.join("envoy.log"))?;
         let until = Instant::now() + Duration::from_secs(30);
         let admin = loop {
@@ -380,6 +403,20 @@ impl Envoy {
     pub fn metrics(&self) -> Result<Metrics, HarnessError> {
         self.admin_get("/stats/prometheus")
             .map(|t| Metrics::parse(&t))
+    }
+
+    /// POST on the admin interface (e.g. `/drain_listeners?graceful`); the status.
+    pub fn admin_post(&self, path: &str) -> Result<u16, HarnessError> {
+        client::send(self.admin, &Request::new("POST", path))
+            .map(|r| r.status)
+            .map_err(|e| HarnessError::new(format!("envoy admin POST {path}: {e}")))
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`: close the listeners and exit; `libc::SIGKILL`) and
+    /// waits up to `limit` for the exit; true when it exited.
+    pub fn stop(&mut self, signal: i32, limit: Duration) -> bool {
+        self.process.signal(signal);
+        self.process.wait_exit(limit)
     }
 
     /// Everything Envoy wrote so far.

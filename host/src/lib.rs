@@ -4,24 +4,40 @@
 //!
 //! Test and lab infrastructure only: this is not a gateway to deploy.
 
+// `build` needs nothing but std; the host itself (wasmtime, tokio, hyper) is the `runtime`
+// feature (on by default), so that a build that only builds modules (the lab's short run,
+// ./demo.sh) does not compile wasmtime.
+#[cfg(feature = "runtime")]
 mod abi;
 pub mod build;
+#[cfg(feature = "runtime")]
 mod gateway;
+#[cfg(feature = "runtime")]
 mod host_imports;
+#[cfg(feature = "runtime")]
 mod http;
+#[cfg(feature = "runtime")]
 pub mod live;
+#[cfg(feature = "runtime")]
 mod module;
+#[cfg(feature = "runtime")]
 mod profile;
+#[cfg(feature = "runtime")]
 mod worker;
 
+#[cfg(feature = "runtime")]
 pub use gateway::{Exchange, Gateway, GatewayBuilder, LogEntry, LogLevel, RequestStats, Trap};
+#[cfg(feature = "runtime")]
 pub use http::{
     CallId, CallKind, ClientResponse, Failure, Reply, Request, RequestId, Source, UpstreamCall,
 };
+#[cfg(feature = "runtime")]
 pub use module::WasmModule;
+#[cfg(feature = "runtime")]
 pub use profile::Profile;
 
 /// Errors of the host itself (bad module, failed configuration, stuck driver).
+#[cfg(feature = "runtime")]
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// The module could not be read, compiled or instantiated.

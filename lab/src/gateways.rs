@@ -2,12 +2,8 @@
 //! filter, with its own `retry_policy`, with kong_retry (response, adaptive); and the test
 //! host's live mode under Kong's rules (a trivial filter, kong_retry dispatch, adaptive).
 
-use crate::delay::DelayServer;
-use crate::forwarder::Forwarder;
-use crate::{err, LabError};
+use crate::LabError;
 use kong_retry_harness::envoy::{Bootstrap, Envoy, WasmFilter};
-use proxy_wasm_test_host::live::{LiveGateway, LiveOptions};
-use proxy_wasm_test_host::{Gateway as HostGateway, Profile, WasmModule};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +28,14 @@ pub const ALL: [Row; 7] = [
     Row::KongPlain,
     Row::KongDispatch,
     Row::KongAdaptive,
+];
+
+/// The gateway-node replacement's rows (two real Envoy nodes each).
+pub const NODE_ROWS: [Row; 4] = [
+    Row::EnvoyPlain,
+    Row::EnvoyRetryPolicy,
+    Row::EnvoyResponse,
+    Row::EnvoyAdaptive,
 ];
 
 /// `--short`: Envoy with and without the filter.
@@ -72,9 +76,9 @@ pub const ENVOY_RETRY_POLICY: &str = "{ retry_on: \"5xx,reset,connect-failure\",
 pub const ENVOY_RETRY_BUDGET: &str =
     "{ budget_percent: { value: 20.0 }, min_retry_concurrency: 3 }";
 
-/// The filter's config in the lab. `backoff.jitter` is not in this revision's filter, so
-/// the schedule that hides a 2 s gap is fixed 500 ms × 5 retries within a 7 s deadline.
-/// The budget is raised for the lab (see [`LAB_BUDGET`]).
+/// The filter's config in the lab: the shipped schedule (`envoy/envoy.yaml`, `kong/kong.yml`:
+/// 5 retries, exponential backoff 300–1200 ms with equal jitter, so at least 2.25 s of waits
+/// bridge a 2 s gap, within the 10 s deadline), with the budget raised (see [`LAB_BUDGET`]).
 pub fn filter_config(mode: &str, upstream: &str) -> Value {
     json!({
         "mode": mode,
@@ -82,8 +86,8 @@ pub fn filter_config(mode: &str, upstream: &str) -> Value {
         "retries": 5,
         "retry_on": "502,503,504,connect-failure,timeout,reset",
         "per_try_timeout": 2000,
-        "deadline": 7000,
-        "backoff": { "strategy": "fixed", "interval": 500 },
+        "deadline": 10000,
+        "backoff": { "strategy": "exponential", "base_interval": 300, "max_interval": 1200, "jitter": "equal" },
         "budget": LAB_BUDGET.clone(),
     })
 }
@@ -118,72 +122,32 @@ impl Modules {
 /// A started gateway.
 pub enum Running {
     Envoy(Envoy),
-    Host {
-        gateway: LiveGateway,
-        _service: Forwarder,
-        _delay: DelayServer,
-    },
+    #[cfg(feature = "kong-rows")]
+    Host(crate::test_host::HostGateway),
 }
 
 impl Running {
     /// Starts `row` in front of `upstreams`.
     pub fn start(row: Row, upstreams: &[SocketAddr], m: &Modules) -> Result<Running, LabError> {
-        let envoy = |filter: Option<&str>, policy: bool| -> Result<Running, LabError> {
-            let mut b = Bootstrap::new(upstreams);
-            b.concurrency = WORKERS;
-            b.log_level = "warning".into();
-            if let Some(mode) = filter {
-                let cfg = filter_config(mode, "backend").to_string();
-                b = b.filter(WasmFilter::kong_retry(&m.filter, &cfg));
-            }
-            if policy {
-                b.retry_policy = Some(ENVOY_RETRY_POLICY.into());
-                b.retry_budget = Some(ENVOY_RETRY_BUDGET.into());
-            }
-            Ok(Running::Envoy(Envoy::start(&b)?))
-        };
-        let host = |module: &PathBuf, config: Option<&str>| -> Result<Running, LabError> {
-            let service = Forwarder::start(upstreams.to_vec())?;
-            let wasm = WasmModule::from_file(module)
-                .map_err(|e| err(format!("loading {}: {e}", module.display())))?;
-            let target = service.addr().to_string();
-            let delay = DelayServer::start()?;
-            let cfg = match config {
-                Some(mode) => {
-                    let mut c = filter_config(mode, &target);
-                    c["delay_endpoint"] = Value::from(delay.addr().to_string());
-                    c.to_string()
-                }
-                None => "{}".into(),
-            };
-            let builder = HostGateway::builder(Profile::Kong, &wasm)
-                .plugin_config(cfg)
-                .workers(WORKERS as usize)
-                .upstream(&target)
-                .log_level(proxy_wasm_test_host::LogLevel::Warn);
-            let gateway = LiveGateway::start(builder, LiveOptions::default())
-                .map_err(|e| err(format!("test host: {e}")))?;
-            Ok(Running::Host {
-                gateway,
-                _service: service,
-                _delay: delay,
-            })
-        };
-        match row {
-            Row::EnvoyPlain => envoy(None, false),
-            Row::EnvoyRetryPolicy => envoy(None, true),
-            Row::EnvoyResponse => envoy(Some("response"), false),
-            Row::EnvoyAdaptive => envoy(Some("adaptive"), false),
-            Row::KongPlain => host(&m.trivial, None),
-            Row::KongDispatch => host(&m.filter, Some("dispatch")),
-            Row::KongAdaptive => host(&m.filter, Some("adaptive")),
+        if let Some(b) = envoy_bootstrap(row, upstreams, m) {
+            return Ok(Running::Envoy(Envoy::start(&b)?));
         }
+        #[cfg(feature = "kong-rows")]
+        return Ok(Running::Host(crate::test_host::HostGateway::start(
+            row, upstreams, m,
+        )?));
+        #[cfg(not(feature = "kong-rows"))]
+        Err(crate::err(format!(
+            "{}: this build has no rows on the test host (build with the default feature kong-rows)",
+            row.label()
+        )))
     }
 
     pub fn addr(&self) -> SocketAddr {
         match self {
             Running::Envoy(e) => e.addr(),
-            Running::Host { gateway, .. } => gateway.addr(),
+            #[cfg(feature = "kong-rows")]
+            Running::Host(h) => h.addr(),
         }
     }
 
@@ -191,58 +155,19 @@ impl Running {
     /// filter's `kong_retry_retries_total` otherwise.
     pub fn retries(&self) -> u64 {
         match self {
-            Running::Envoy(e) => e
-                .metrics()
-                .map(|m| {
-                    m.value("kong_retry_retries_total")
-                        + m.with_label("envoy_cluster_upstream_rq_retry", "backend")
-                            .unwrap_or(0.0)
-                })
-                .unwrap_or(0.0) as u64,
-            Running::Host { gateway, .. } => gateway
-                .with_gateway(|g| g.metric("kong_retry_retries_total"))
-                .unwrap_or(0),
+            Running::Envoy(e) => envoy_retries(e),
+            #[cfg(feature = "kong-rows")]
+            Running::Host(h) => h.retries(),
         }
     }
 
     /// The gateway's retry counters at the end (the filter's `kong_retry_*`, Envoy's
     /// cluster retry stats), for the notes.
     pub fn counters(&self) -> Vec<(String, u64)> {
-        let keep = |n: &str| {
-            n.starts_with("kong_retry_")
-                || (n.starts_with("envoy_cluster_upstream_rq_retry") && !n.contains("backoff"))
-        };
         match self {
-            Running::Envoy(e) => {
-                let Ok(text) = e.admin_get("/stats/prometheus") else {
-                    return Vec::new();
-                };
-                let mut out: Vec<(String, u64)> = Vec::new();
-                for line in text.lines().filter(|l| !l.starts_with('#')) {
-                    let Some((name, value)) = line.rsplit_once(' ') else {
-                        continue;
-                    };
-                    let family = name.split('{').next().unwrap_or(name);
-                    if !keep(family)
-                        || (family.starts_with("envoy_cluster") && !name.contains("\"backend\""))
-                    {
-                        continue;
-                    }
-                    let v = value.parse::<f64>().unwrap_or(0.0) as u64;
-                    match out.iter_mut().find(|(n, _)| n == family) {
-                        Some((_, total)) => *total += v,
-                        None => out.push((family.to_string(), v)),
-                    }
-                }
-                out.retain(|(_, v)| *v > 0);
-                out
-            }
-            Running::Host { gateway, .. } => gateway.with_gateway(|g| {
-                g.metrics()
-                    .into_iter()
-                    .filter(|(n, v)| keep(n) && *v > 0)
-                    .collect()
-            }),
+            Running::Envoy(e) => envoy_counters(e),
+            #[cfg(feature = "kong-rows")]
+            Running::Host(h) => h.counters(),
         }
     }
 
@@ -250,9 +175,115 @@ impl Running {
     pub fn filter_errors(&self) -> Vec<String> {
         match self {
             Running::Envoy(e) => e.wasm_errors(),
-            Running::Host { gateway, .. } => {
-                gateway.with_gateway(|g| g.traps().iter().map(|t| format!("{t:?}")).collect())
-            }
+            #[cfg(feature = "kong-rows")]
+            Running::Host(h) => h.filter_errors(),
+        }
+    }
+}
+
+/// The Envoy bootstrap of an Envoy row (None for the rows on the test host).
+pub fn envoy_bootstrap(row: Row, upstreams: &[SocketAddr], m: &Modules) -> Option<Bootstrap> {
+    let (filter, policy) = match row {
+        Row::EnvoyPlain => (None, false),
+        Row::EnvoyRetryPolicy => (None, true),
+        Row::EnvoyResponse => (Some("response"), false),
+        Row::EnvoyAdaptive => (Some("adaptive"), false),
+        Row::KongPlain | Row::KongDispatch | Row::KongAdaptive => return None,
+    };
+    let mut b = Bootstrap::new(upstreams);
+    b.concurrency = WORKERS;
+    b.log_level = "warning".into();
+    if let Some(mode) = filter {
+        let cfg = filter_config(mode, "backend").to_string();
+        b = b.filter(WasmFilter::kong_retry(&m.filter, &cfg));
+    }
+    if policy {
+        b.retry_policy = Some(ENVOY_RETRY_POLICY.into());
+        b.retry_budget = Some(ENVOY_RETRY_BUDGET.into());
+    }
+    Some(b)
+}
+
+/// Retries an Envoy sent: its `upstream_rq_retry` for its retry_policy, the filter's
+/// `kong_retry_retries_total` otherwise.
+pub fn envoy_retries(e: &Envoy) -> u64 {
+    e.metrics()
+        .map(|m| {
+            m.value("kong_retry_retries_total")
+                + m.with_label("envoy_cluster_upstream_rq_retry", "backend")
+                    .unwrap_or(0.0)
+        })
+        .unwrap_or(0.0) as u64
+}
+
+/// Is `n` a retry counter worth showing in the notes?
+pub fn is_retry_counter(n: &str) -> bool {
+    n.starts_with("kong_retry_")
+        || (n.starts_with("envoy_cluster_upstream_rq_retry") && !n.contains("backoff"))
+}
+
+/// An Envoy's retry counters (the filter's `kong_retry_*`, the `backend` cluster's retry
+/// stats), summed over workers.
+pub fn envoy_counters(e: &Envoy) -> Vec<(String, u64)> {
+    let Ok(text) = e.admin_get("/stats/prometheus") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let family = name.split('{').next().unwrap_or(name);
+        if !is_retry_counter(family)
+            || (family.starts_with("envoy_cluster") && !name.contains("\"backend\""))
+        {
+            continue;
+        }
+        add_counter(&mut out, family, value.parse::<f64>().unwrap_or(0.0) as u64);
+    }
+    out.retain(|(_, v)| *v > 0);
+    out
+}
+
+/// Adds `v` to the counter `name` in `counters` (appending it when new).
+pub fn add_counter(counters: &mut Vec<(String, u64)>, name: &str, v: u64) {
+    match counters.iter_mut().find(|(n, _)| n == name) {
+        Some((_, total)) => *total += v,
+        None => counters.push((name.to_string(), v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter's JSON in envoy/envoy.yaml (the block after `value: |`).
+    fn shipped_envoy_config() -> Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/envoy.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block: String = text
+            .split("value: |")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with(['{', '}', '"']))
+            .collect();
+        serde_json::from_str(&block).unwrap()
+    }
+
+    #[test]
+    fn the_lab_runs_the_shipped_retry_schedule() {
+        let shipped = shipped_envoy_config();
+        let lab = filter_config("response", "backend");
+        for field in [
+            "retries",
+            "retry_on",
+            "per_try_timeout",
+            "deadline",
+            "backoff",
+        ] {
+            assert_eq!(lab[field], shipped[field], "{field}");
         }
     }
 }

@@ -2,16 +2,21 @@
 //! drained, killed and restarted while an open-loop client sends a mix of GET, keyed POST
 //! and unkeyed POST; what the client saw and what the upstreams applied, per gateway.
 
+#[cfg(feature = "kong-rows")]
 pub mod delay;
+#[cfg(feature = "kong-rows")]
 pub mod forwarder;
 pub mod gateways;
 pub mod load;
 pub mod machine;
+pub mod nodes;
 pub mod plot;
 pub mod pool;
 pub mod report;
 pub mod run;
 pub mod scenario;
+#[cfg(feature = "kong-rows")]
+pub mod test_host;
 
 /// Why the lab could not run; says what to run or read next.
 #[derive(Debug)]

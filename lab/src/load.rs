@@ -59,6 +59,10 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// A failed response's body (its first 160 bytes) and headers, for the notes.
     pub detail: Option<String>,
+    /// The gateway node that gave the outcome (index into [`Nodes::addrs`]).
+    pub node: usize,
+    /// Set when the client sent the request again to another node (see [`Resend`]).
+    pub resent: Option<Resend>,
 }
 
 impl Outcome {
@@ -85,9 +89,50 @@ impl Load {
     }
 }
 
-/// The gateway nodes a client knows; on a connection failure it tries the next one.
+/// The gateway nodes a client knows, in order of preference. On a connection failure it
+/// sends the request to the next node and stays away from the failed one for `back_after`,
+/// then tries it again (a client-side node list, or an external load balancer's
+/// passive health check).
 #[derive(Debug, Clone)]
-pub struct Nodes(pub Vec<SocketAddr>);
+pub struct Nodes {
+    pub addrs: Vec<SocketAddr>,
+    pub back_after: Duration,
+    /// Per node: until when the client avoids it.
+    avoid_until: Arc<Mutex<Vec<Option<Instant>>>>,
+}
+
+impl Nodes {
+    pub fn new(addrs: Vec<SocketAddr>, back_after: Duration) -> Nodes {
+        let avoid_until = Arc::new(Mutex::new(vec![None; addrs.len()]));
+        Nodes {
+            addrs,
+            back_after,
+            avoid_until,
+        }
+    }
+
+    /// One gateway node: nothing to switch to.
+    pub fn one(addr: SocketAddr) -> Nodes {
+        Nodes::new(vec![addr], Duration::ZERO)
+    }
+
+    /// The order to try the nodes in now: the preferred ones that are not avoided first.
+    fn order(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let avoid = self.avoid_until.lock().unwrap_or_else(|p| p.into_inner());
+        let avoided = |i: usize| avoid.get(i).copied().flatten().is_some_and(|t| t > now);
+        let mut order: Vec<usize> = (0..self.addrs.len()).filter(|&i| !avoided(i)).collect();
+        order.extend((0..self.addrs.len()).filter(|&i| avoided(i)));
+        order
+    }
+
+    fn avoid(&self, i: usize) {
+        let mut avoid = self.avoid_until.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = avoid.get_mut(i) {
+            *slot = Some(Instant::now() + self.back_after);
+        }
+    }
+}
 
 fn request(seq: u64, kind: Kind, load: &Load) -> Request {
     let path = format!(
@@ -109,21 +154,73 @@ fn request(seq: u64, kind: Kind, load: &Load) -> Request {
     r.timeout(load.timeout)
 }
 
-fn send(nodes: &Nodes, first: usize, req: &Request) -> Result<client::Response, String> {
-    let n = nodes.0.len().max(1);
-    let mut last = String::from("no gateway node");
-    for i in 0..n {
-        let Some(&addr) = nodes.0.get((first + i) % n) else {
+/// Why the client sent a request again, to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resend {
+    /// The connection was refused (or never set up): nothing was sent, safe for any method.
+    AfterConnectFailure,
+    /// The connection broke after the request was sent, before a whole response: the node
+    /// may have forwarded it. Safe only for GET and keyed POST, which the client resends;
+    /// an unkeyed POST is not resent (the client cannot know whether it was applied).
+    AfterReset,
+}
+
+/// What [`send`] ended with: the result, the node that gave it, how the client resent.
+struct Sent {
+    result: Result<client::Response, String>,
+    node: usize,
+    resent: Option<Resend>,
+}
+
+fn send(nodes: &Nodes, kind: Kind, req: &Request) -> Sent {
+    let mut last = Sent {
+        result: Err("no gateway node".into()),
+        node: 0,
+        resent: None,
+    };
+    let mut resent = None;
+    for i in nodes.order() {
+        let Some(&addr) = nodes.addrs.get(i) else {
             break;
         };
-        match client::send(addr, req) {
-            Ok(r) => return Ok(r),
-            // Only a refused connection is safe to resend elsewhere: nothing was sent.
-            Err(ClientError::Connect(e)) => last = format!("connect: {e}"),
-            Err(e) => return Err(e.to_string()),
+        let failure = match client::send(addr, req) {
+            Ok(r) => {
+                return Sent {
+                    result: Ok(r),
+                    node: i,
+                    resent,
+                }
+            }
+            Err(ClientError::Connect(e)) => (Resend::AfterConnectFailure, format!("connect: {e}")),
+            Err(e @ ClientError::Dropped(_)) if kind != Kind::UnkeyedPost => {
+                (Resend::AfterReset, e.to_string())
+            }
+            Err(e) => {
+                return Sent {
+                    result: Err(e.to_string()),
+                    node: i,
+                    resent,
+                }
+            }
+        };
+        nodes.avoid(i);
+        last = Sent {
+            result: Err(failure.1),
+            node: i,
+            resent,
+        };
+        resent = Some(failure.0);
+    }
+    last
+}
+
+impl Resend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resend::AfterConnectFailure => "after a connect failure",
+            Resend::AfterReset => "after a reset",
         }
     }
-    Err(last)
 }
 
 /// Runs `load` against `nodes`; `on_tick` runs on the caller's thread alongside (the
@@ -150,9 +247,9 @@ pub fn run(load: &Load, nodes: &Nodes, rollout: impl FnOnce(Instant)) -> Vec<Out
                 let kind = Kind::of(seq);
                 let req = request(seq, kind, &load);
                 threads.push(std::thread::spawn(move || {
-                    let result = send(&nodes, (seq / 10) as usize, &req);
+                    let sent = send(&nodes, kind, &req);
                     let done = Instant::now();
-                    let (status, failure, detail) = match result {
+                    let (status, failure, detail) = match sent.result {
                         Ok(r) if r.status >= 500 => {
                             let body: String = r.text().chars().take(160).collect();
                             let headers: Vec<String> =
@@ -174,6 +271,8 @@ pub fn run(load: &Load, nodes: &Nodes, rollout: impl FnOnce(Instant)) -> Vec<Out
                         status,
                         failure,
                         detail,
+                        node: sent.node,
+                        resent: sent.resent,
                     };
                     outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(o);
                 }));
@@ -193,6 +292,18 @@ pub fn run(load: &Load, nodes: &Nodes, rollout: impl FnOnce(Instant)) -> Vec<Out
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_node_is_tried_last_until_back_after() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let nodes = Nodes::new(vec![a, b], Duration::from_millis(50));
+        assert_eq!(nodes.order(), vec![0, 1]);
+        nodes.avoid(0);
+        assert_eq!(nodes.order(), vec![1, 0]);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(nodes.order(), vec![0, 1], "back to node A later");
+    }
 
     #[test]
     fn the_mix_is_half_get_and_a_fifth_unkeyed() {

@@ -1,6 +1,7 @@
-//! `cargo run --release -p kong-retry-lab -- [--short]`: runs the rolling-upgrade lab and
-//! writes docs/lab.md and docs/lab.png (`--short`: ~30 s of load, Envoy with and without
-//! the filter, the table on stdout only).
+//! `cargo run --release -p kong-retry-lab -- [--short] [--only TEXT]`: runs the
+//! rolling-upgrade lab (a rollout of the upstreams, then a gateway-node replacement) and
+//! writes docs/lab.md and docs/lab.png (`--short`: ~15 s of load, Envoy with and without
+//! the filter, no node replacement; `--short` and `--only` print the table only).
 
 use kong_retry_lab::gateways::{self, Modules, Row};
 use kong_retry_lab::load::{request_id, Kind, Load};
@@ -8,7 +9,7 @@ use kong_retry_lab::pool::UpstreamProgram;
 use kong_retry_lab::report::{self, RowResult};
 use kong_retry_lab::run::{self, Settings};
 use kong_retry_lab::scenario::Plan;
-use kong_retry_lab::{err, plot, LabError};
+use kong_retry_lab::{err, nodes, plot, LabError};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -40,17 +41,26 @@ fn main() {
 fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
     let started = Instant::now();
     let root = kong_retry_harness::repo_root();
+    // Before anything is written under docs/: the revision the lab ran, not its output.
+    let revision = kong_retry_lab::machine::revision(&root);
     let all: &[Row] = if short {
         &gateways::SHORT
     } else {
         &gateways::ALL
     };
-    let rows: Vec<Row> = all
-        .iter()
-        .copied()
-        .filter(|r| only.is_none_or(|t| r.label().contains(t)))
-        .collect();
-    if rows.is_empty() {
+    let matches = |label: &str| only.is_none_or(|t| label.contains(t));
+    let rows: Vec<Row> = all.iter().copied().filter(|r| matches(r.label())).collect();
+    // The gateway-node replacement: the full lab only.
+    let node_rows: Vec<Row> = if short {
+        Vec::new()
+    } else {
+        gateways::NODE_ROWS
+            .iter()
+            .copied()
+            .filter(|&r| matches(&report::node_label(r, 2)))
+            .collect()
+    };
+    if rows.is_empty() && node_rows.is_empty() {
         return Err(err(format!("--only {only:?} matches no row")));
     }
     // A partial run prints its table and writes nothing under docs/.
@@ -60,13 +70,15 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
     } else {
         Plan::full(3)
     };
+    let node_plan = Plan::node_replacement(f64::from(nodes::DRAIN_TIME_S) * 1000.0);
     let settings = Settings {
         upstreams: 3,
         load: Load {
             rate: 200,
             duration: plan.duration,
             upstream_delay_ms: 20,
-            timeout: Duration::from_secs(10),
+            // Above the filter's 10 s deadline: the gateway, not the client, gives up first.
+            timeout: Duration::from_secs(15),
         },
         wrk_seconds: 3,
     };
@@ -74,61 +86,59 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
     let modules = Modules::build(rows.iter().any(|r| matches!(r, Row::KongPlain)))?;
     let program = UpstreamProgram::this_program()?;
     let dir = proxy_wasm_test_host::build::target_root().join("lab-runs");
+    let total = rows.len() + node_rows.len();
     let mut results: Vec<RowResult> = Vec::new();
-    for (i, &row) in rows.iter().enumerate() {
+    let mut node_results: Vec<RowResult> = Vec::new();
+    let jobs = rows
+        .iter()
+        .map(|&r| (r, false))
+        .chain(node_rows.iter().map(|&r| (r, true)));
+    for (i, (row, on_nodes)) in jobs.enumerate() {
+        let (label, p) = if on_nodes {
+            (report::node_label(row, 2), &node_plan)
+        } else {
+            (row.label().to_string(), &plan)
+        };
         eprintln!(
-            "lab: [{}/{}] {} ({:.0} s of load at {} req/s)",
+            "lab: [{}/{total}] {label} ({:.0} s of load at {} req/s)",
             i + 1,
-            rows.len(),
-            row.label(),
-            plan.duration.as_secs_f64(),
+            p.duration.as_secs_f64(),
             settings.load.rate
         );
-        let r = run::row(
-            row,
-            &plan,
-            &settings,
-            &modules,
-            &program,
-            &dir.join(format!("row-{i}")),
-        )?;
-        let s = r.summary(&plan);
-        eprintln!(
-            "lab:   {} of {} failed, {} unkeyed POSTs applied twice, {} retries; {}",
-            s.failed.values().sum::<usize>(),
-            s.sent,
-            s.unkeyed_twice,
-            r.retries,
-            report::failure_reasons(&r)
-        );
-        let counters: Vec<String> = r.counters.iter().map(|(n, v)| format!("{n} {v}")).collect();
-        eprintln!("lab:   counters: {}", counters.join(", "));
-        if std::env::var_os("KONG_RETRY_LAB_VERBOSE").is_some() {
-            for o in r
-                .outcomes
-                .iter()
-                .filter(|o| o.failed() && o.kind != Kind::UnkeyedPost)
-            {
-                let n = r.deliveries.get(&request_id(o.seq)).copied().unwrap_or(0);
-                eprintln!(
-                    "lab:   failed {} r{} due {:.0} ms after {:.0} ms, delivered {n}×: {} {}",
-                    o.kind.name(),
-                    o.seq,
-                    o.scheduled_ms,
-                    o.latency_ms,
-                    o.failure.as_deref().unwrap_or(""),
-                    o.detail.as_deref().unwrap_or("")
-                );
-            }
+        let row_dir = dir.join(format!("row-{i}"));
+        let setup = run::Setup {
+            plan: p,
+            settings: &settings,
+            modules: &modules,
+            program: &program,
+        };
+        let r = if on_nodes {
+            run::node_row(row, &setup, &row_dir)?
+        } else {
+            run::row(row, &setup, &row_dir)?
+        };
+        print_row(&r, p);
+        if on_nodes {
+            node_results.push(r);
+        } else {
+            results.push(r);
         }
-        results.push(r);
     }
-    let table = report::table(&results, &plan);
+    let upgrade = report::Variant::new(&plan, &results);
+    let node_variant = report::Variant::new(&node_plan, &node_results);
     let wall = started.elapsed();
+    let print_tables = || {
+        if !results.is_empty() {
+            println!("{}", upgrade.table);
+        }
+        if !node_results.is_empty() {
+            println!("gateway-node replacement:\n{}", node_variant.table);
+        }
+    };
     if partial {
-        println!("{table}");
+        print_tables();
         println!(
-            "(short lab: {:.0} s wall; the full lab: cargo run --release -p kong-retry-lab)",
+            "(partial lab: {:.0} s wall; the full lab: cargo run --release -p kong-retry-lab)",
             wall.as_secs_f64()
         );
         return Ok(());
@@ -136,15 +146,25 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
     let docs = root.join("docs");
     let png = docs.join("lab.png");
     plot::timeline(
-        &results,
-        plan.duration.as_secs_f64() * 1000.0,
-        "kong-retry lab: rolling upgrade of 3 upstreams under 200 req/s (GET, keyed POST, unkeyed POST)",
+        &[
+            plot::Panel {
+                title: "Rolling upgrade of 3 upstreams behind one gateway",
+                results: &results,
+                duration_ms: plan.duration.as_secs_f64() * 1000.0,
+            },
+            plot::Panel {
+                title: "Gateway-node replacement: node A replaced, the client switches to node B on a connection failure",
+                results: &node_results,
+                duration_ms: node_plan.duration.as_secs_f64() * 1000.0,
+            },
+        ],
+        "kong-retry lab: 200 req/s open loop (GET, keyed POST, unkeyed POST)",
         &png,
     )?;
-    let md = kong_retry_lab::report::document(&results, &plan, &settings, &table, wall, &root);
+    let md = report::document(&upgrade, Some(&node_variant), &settings, wall, &revision);
     let path = docs.join("lab.md");
     std::fs::write(&path, md).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
-    println!("{table}");
+    print_tables();
     println!(
         "wrote {} and {} in {:.0} s",
         path.display(),
@@ -152,4 +172,42 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
         wall.as_secs_f64()
     );
     Ok(())
+}
+
+/// One row's numbers on stderr, as it finishes (KONG_RETRY_LAB_VERBOSE: every failure of a
+/// GET or keyed POST, and every request the client resent to another node).
+fn print_row(r: &RowResult, plan: &Plan) {
+    let s = r.summary(plan);
+    eprintln!(
+        "lab:   {} of {} failed, {} unkeyed POSTs applied twice, {} retries; {}",
+        s.failed.values().sum::<usize>(),
+        s.sent,
+        s.unkeyed_twice,
+        r.retries,
+        report::failure_reasons(r)
+    );
+    let counters: Vec<String> = r.counters.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    eprintln!("lab:   counters: {}", counters.join(", "));
+    if std::env::var_os("KONG_RETRY_LAB_VERBOSE").is_some() {
+        for o in r
+            .outcomes
+            .iter()
+            .filter(|o| (o.failed() && o.kind != Kind::UnkeyedPost) || o.resent.is_some())
+        {
+            let n = r.deliveries.get(&request_id(o.seq)).copied().unwrap_or(0);
+            eprintln!(
+                "lab:   {} {} r{} due {:.0} ms after {:.0} ms on node {}{}, delivered {n}×: {} {}",
+                if o.failed() { "failed" } else { "ok" },
+                o.kind.name(),
+                o.seq,
+                o.scheduled_ms,
+                o.latency_ms,
+                o.node,
+                o.resent
+                    .map_or(String::new(), |w| format!(" (resent {})", w.name())),
+                o.failure.as_deref().unwrap_or(""),
+                o.detail.as_deref().unwrap_or("")
+            );
+        }
+    }
 }

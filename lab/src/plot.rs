@@ -4,7 +4,6 @@
 
 use crate::load::Kind;
 use crate::report::RowResult;
-use crate::scenario::Action;
 use crate::{err, LabError};
 use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
 use std::path::Path;
@@ -116,46 +115,76 @@ fn load_font() -> Result<FontVec, LabError> {
     FontVec::try_from_vec(bytes).map_err(|e| err(format!("font {path}: {e}")))
 }
 
-/// Draws the timeline of `results` (`duration_ms` of load) into `out`.
-pub fn timeline(
-    results: &[RowResult],
-    duration_ms: f64,
-    title: &str,
-    out: &Path,
-) -> Result<(), LabError> {
-    let bin_ms = 100.0;
-    let lane_h = 70i64;
-    let (left, right, top) = (70i64, 30i64, 120i64);
+/// One part of the picture: rows that ran the same plan, on one time axis.
+pub struct Panel<'a> {
+    pub title: &'a str,
+    pub results: &'a [RowResult],
+    /// Length of the load, ms (the time axis).
+    pub duration_ms: f64,
+}
+
+const LANE_H: i64 = 70;
+const LEFT: i64 = 70;
+const RIGHT: i64 = 30;
+/// From a panel's top to its first lane: its title and the events' labels.
+const PANEL_HEAD: i64 = 84;
+/// Below a panel's last lane: the time axis and its label.
+const PANEL_FOOT: i64 = 56;
+const BIN_MS: f64 = 100.0;
+
+fn panel_height(p: &Panel) -> i64 {
+    PANEL_HEAD + LANE_H * p.results.len() as i64 + PANEL_FOOT
+}
+
+/// Draws the timeline of every panel, one above the other, into `out`.
+pub fn timeline(panels: &[Panel], title: &str, out: &Path) -> Result<(), LabError> {
+    let panels: Vec<&Panel> = panels.iter().filter(|p| !p.results.is_empty()).collect();
+    let header = 70i64;
     let w = 1500usize;
-    let h = (top + lane_h * results.len() as i64 + 80) as usize;
+    let h = (header + panels.iter().map(|p| panel_height(p)).sum::<i64>()) as usize;
     let mut c = Canvas {
         w,
         h,
         px: BG.iter().copied().cycle().take(w * h * 3).collect(),
         font: load_font()?,
     };
-    let plot_w = w as i64 - left - right;
-    let x_of = |ms: f64| left + ((ms / duration_ms) * plot_w as f64) as i64;
-    let bins: Vec<Vec<u32>> = results
+    // One scale for every lane of every panel, so that bars compare across panels.
+    let peak = panels
         .iter()
-        .map(|r| r.failures_per_bin(bin_ms, duration_ms, |_| true))
-        .collect();
-    // The part of each bar that is unkeyed POSTs (which no gateway may resend after a
-    // reset), drawn lighter.
-    let unkeyed: Vec<Vec<u32>> = results
-        .iter()
-        .map(|r| r.failures_per_bin(bin_ms, duration_ms, |k| k == Kind::UnkeyedPost))
-        .collect();
-    let peak = bins.iter().flatten().copied().max().unwrap_or(0).max(1);
-    c.text(left as f32, 10.0, 22.0, INK, title);
+        .flat_map(|p| {
+            p.results
+                .iter()
+                .flat_map(|r| r.failures_per_bin(BIN_MS, p.duration_ms, |_| true))
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    c.text(LEFT as f32, 10.0, 22.0, INK, title);
     c.text(
-        left as f32,
+        LEFT as f32,
         40.0,
         15.0,
         INK,
-        &format!("Failed requests per 100 ms (bar height; full lane = {peak}), by time the request was due; the lighter part of a bar is unkeyed POSTs. Red dashed: an upstream taken away; green: started again."),
+        &format!("Failed requests per 100 ms (bar height; full lane = {peak}), by time the request was due; the lighter part of a bar is unkeyed POSTs. Red dashed: taken away; green: started again."),
     );
-    let bottom = top + lane_h * results.len() as i64;
+    let mut y = header;
+    let mut colour_index = 0;
+    for p in panels {
+        draw_panel(&mut c, y, p, peak, &mut colour_index);
+        y += panel_height(p);
+    }
+    write_png(out, c.w, c.h, &c.px)
+}
+
+/// Draws one panel with its top at `y`; lanes take colours from `colour_index` on.
+fn draw_panel(c: &mut Canvas, y: i64, p: &Panel, peak: u32, colour_index: &mut usize) {
+    let w = c.w as i64;
+    let plot_w = w - LEFT - RIGHT;
+    let duration_ms = p.duration_ms;
+    let x_of = |ms: f64| LEFT + ((ms / duration_ms) * plot_w as f64) as i64;
+    c.text(LEFT as f32, y as f32 + 4.0, 17.0, INK, p.title);
+    let top = y + PANEL_HEAD;
+    let bottom = top + LANE_H * p.results.len() as i64;
     // Time grid every 2 s.
     let mut s = 0.0;
     while s * 1000.0 <= duration_ms {
@@ -169,45 +198,50 @@ pub fn timeline(
     let xlabel = "time since the load started (s)";
     let tw = c.text_width(15.0, xlabel);
     c.text(
-        (left + plot_w / 2) as f32 - tw / 2.0,
-        bottom as f32 + 28.0,
+        (LEFT + plot_w / 2) as f32 - tw / 2.0,
+        bottom as f32 + 26.0,
         15.0,
         INK,
         xlabel,
     );
-    // Lanes.
-    for (i, ((r, b), u)) in results.iter().zip(&bins).zip(&unkeyed).enumerate() {
-        let y0 = top + lane_h * i as i64;
-        let base = y0 + lane_h - 6;
-        c.rect(left, y0 + 18, left + plot_w, base, LANE);
-        let colour = PALETTE[i % PALETTE.len()];
-        let total: u32 = b.iter().sum();
+    for (i, r) in p.results.iter().enumerate() {
+        let bins = r.failures_per_bin(BIN_MS, duration_ms, |_| true);
+        // The part of each bar that is unkeyed POSTs (which no gateway may resend after a
+        // reset), drawn lighter.
+        let unkeyed = r.failures_per_bin(BIN_MS, duration_ms, |k| k == Kind::UnkeyedPost);
+        let y0 = top + LANE_H * i as i64;
+        let base = y0 + LANE_H - 6;
+        c.rect(LEFT, y0 + 18, LEFT + plot_w, base, LANE);
+        let colour = PALETTE[*colour_index % PALETTE.len()];
+        *colour_index += 1;
+        let total: u32 = bins.iter().sum();
+        let resent = r.outcomes.iter().filter(|o| o.resent.is_some()).count();
+        let label = if r.nodes > 1 {
+            format!(
+                "{}: {total} failed; the client sent {resent} again to the other node",
+                r.label()
+            )
+        } else {
+            format!("{}: {total} failed", r.label())
+        };
+        c.text((LEFT + 4) as f32, (y0 + 1) as f32, 14.0, colour, &label);
+        c.text((LEFT - 22) as f32, (base - 14) as f32, 12.0, INK, "0");
         c.text(
-            (left + 4) as f32,
-            (y0 + 1) as f32,
-            14.0,
-            colour,
-            &format!("{}: {total} failed", r.row.label()),
-        );
-        c.text((left - 22) as f32, (base - 14) as f32, 12.0, INK, "0");
-        c.text(
-            (left - 30) as f32,
+            (LEFT - 30) as f32,
             (y0 + 16) as f32,
             12.0,
             INK,
             &peak.to_string(),
         );
-        for (k, &n) in b.iter().enumerate() {
+        let scale = |v: u32| ((f64::from(v) / f64::from(peak)) * (base - y0 - 18) as f64) as i64;
+        for (k, &n) in bins.iter().enumerate() {
             if n == 0 {
                 continue;
             }
-            let x0 = x_of(k as f64 * bin_ms);
-            let x1 = x_of((k + 1) as f64 * bin_ms).max(x0 + 2);
-            let scale =
-                |v: u32| ((f64::from(v) / f64::from(peak)) * (base - y0 - 18) as f64) as i64;
-            let hgt = scale(n).max(2);
-            c.rect(x0, base - hgt, x1 - 1, base, colour);
-            let light = u.get(k).copied().unwrap_or(0);
+            let x0 = x_of(k as f64 * BIN_MS);
+            let x1 = x_of((k + 1) as f64 * BIN_MS).max(x0 + 2);
+            c.rect(x0, base - scale(n).max(2), x1 - 1, base, colour);
+            let light = unkeyed.get(k).copied().unwrap_or(0);
             if light > 0 {
                 c.rect(
                     x0,
@@ -219,29 +253,23 @@ pub fn timeline(
             }
         }
     }
-    // Events, from the first row (every row ran the same plan).
-    if let Some(first) = results.first() {
-        let mut label_row = 0;
-        for &(t, a) in &first.events {
+    // Events, from the first row (every row of a panel ran the same plan).
+    if let Some(first) = p.results.first() {
+        for (n, &(t, a)) in first.events.iter().enumerate() {
             let x = x_of(t);
-            let colour = if a.is_outage() { OUTAGE } else { BACK };
-            c.vline(x, top - 30 + 14 * (label_row % 2), bottom, colour, true);
-            let text = a.label();
+            let colour = if a.is_start() { BACK } else { OUTAGE };
+            let row = (n % 2) as i64;
+            c.vline(x, top - 30 + 14 * row, bottom, colour, true);
             c.text(
                 x as f32 + 2.0,
-                (top - 44 + 14 * (label_row % 2)) as f32,
+                (top - 44 + 14 * row) as f32,
                 11.0,
                 colour,
-                &text,
+                &a.label(),
             );
-            label_row += 1;
-            if matches!(a, Action::RestartAll) {
-                label_row = 0;
-            }
         }
     }
     c.text(4.0, (top - 16) as f32, 12.0, INK, "events:");
-    write_png(out, c.w, c.h, &c.px)
 }
 
 fn write_png(out: &Path, w: usize, h: usize, px: &[u8]) -> Result<(), LabError> {

@@ -2,6 +2,7 @@
 //! its own journal, so that a rollout can drain, kill and restart them where the gateway
 //! expects them, and effects are counted across restarts and SIGKILLs.
 
+use crate::scenario::Action;
 use crate::{err, LabError};
 use kong_retry_harness::ports::{free_port, loopback};
 use kong_retry_harness::upstream::{StartOptions, Upstream};
@@ -133,6 +134,28 @@ impl Pool {
             slot.port,
             last.map(|e| e.0).unwrap_or_default()
         )))
+    }
+
+    /// Does `action` (an action on the upstreams).
+    pub fn act(&mut self, action: Action) -> Result<(), LabError> {
+        match action {
+            Action::Drain(i) => self.drain(i),
+            Action::Kill(i) => self.kill(i),
+            Action::KillAll => (0..self.len()).for_each(|i| self.kill(i)),
+            Action::Restart(i) => self.restart(i)?,
+            Action::RestartAll => {
+                for i in 0..self.len() {
+                    self.restart(i)?;
+                }
+            }
+            other => {
+                return Err(err(format!(
+                    "{} is not an action on the upstreams",
+                    other.label()
+                )))
+            }
+        }
+        Ok(())
     }
 
     /// Every request received so far, over all instances and restarts.
