@@ -5,7 +5,8 @@
 //! Envoy profiles, with the etcd calls answered by a real etcd. Prints Markdown tables.
 
 use kong_retry_harness::etcd::Etcd;
-use kong_retry_harness::idempotency::cost::{fuel, latency, Fuel, Latency};
+use kong_retry_harness::idempotency::cost::{latency, Latency};
+use kong_retry_harness::idempotency::fuel::{fuel, Fuel};
 use kong_retry_harness::idempotency::Store;
 use kong_retry_harness::upstream::{cli, StartOptions, Upstream};
 use proxy_wasm_test_host::{Profile, WasmModule};

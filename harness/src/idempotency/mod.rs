@@ -4,6 +4,8 @@
 
 pub mod chaos;
 pub mod cost;
+#[cfg(feature = "fuel")]
+pub mod fuel;
 pub mod rng;
 
 use crate::client::{Request, Response};
