@@ -201,16 +201,21 @@ pub fn unavailable() -> Option<String> {
     java::jdk_missing()
 }
 
-/// The short lab's Java part: the demo run, its lines on stdout; an error when a payment
+/// The short lab's Java part: the demo run, its lines on stdout (one line saying why when
+/// there is no JDK; `filter` is built only when the run can happen); an error when a payment
 /// was not applied exactly once or the gateway logged filter errors.
-pub fn demo(filter: &Path, program: &UpstreamProgram) -> Result<(), LabError> {
+pub fn demo(
+    filter: impl FnOnce() -> Result<PathBuf, LabError>,
+    program: &UpstreamProgram,
+) -> Result<(), LabError> {
     if let Some(why) = unavailable() {
         println!("Java client: skipped, {why}");
         return Ok(());
     }
+    let filter = filter()?;
     eprintln!("lab: the Java client's payments through Envoy + kong-retry");
     let r = JavaRun::demo();
-    let result = run(&r, filter, program)?;
+    let result = run(&r, &filter, program)?;
     for line in result.lines(&r) {
         println!("{line}");
     }

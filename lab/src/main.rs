@@ -151,7 +151,7 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
         );
         if short {
             println!();
-            kong_retry_lab::java::demo(&modules.filter, &program)?;
+            kong_retry_lab::java::demo(|| Ok(modules.filter.clone()), &program)?;
         }
         return Ok(());
     }
@@ -188,9 +188,11 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
 
 /// `--java`: the Java client's exactly-once run alone.
 fn java_run() -> Result<(), LabError> {
-    eprintln!("lab: building the filter module");
-    let modules = Modules::build(false)?;
-    kong_retry_lab::java::demo(&modules.filter, &UpstreamProgram::this_program()?)
+    let filter = || {
+        eprintln!("lab: building the filter module");
+        Ok(Modules::build(false)?.filter)
+    };
+    kong_retry_lab::java::demo(filter, &UpstreamProgram::this_program()?)
 }
 
 /// One row's numbers on stderr, as it finishes (KONG_RETRY_LAB_VERBOSE: every failure of a
