@@ -3,7 +3,10 @@
 # (kong_retry.wasm + kong_retry.meta.json), then runs a short rolling-upgrade lab on real
 # sockets: real Envoy 1.40 with and without the filter in front of three real upstreams that
 # are replaced one by one, under open-loop load; it prints the table (docs/lab.md has the
-# full lab, `cargo run --release -p kong-retry-lab`).
+# full lab, `cargo run --release -p kong-retry-lab`). Then, when a JDK is on PATH, the Java
+# example's client makes 20 payments through real Envoy with the filter's idempotency, in
+# front of an upstream that ignores keys, with upstream 503s and answers lost on the way
+# back; it prints whether each was applied exactly once (exit 1 when not).
 #   ./demo.sh trace   instead prints the scripted trace of the filter on the test host under
 #                     Kong's and Envoy's rules (a request that fails twice, POSTs with and
 #                     without an Idempotency-Key); exit 1 when the filter misbehaved.

@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod etcd;
 pub mod http1;
 pub mod idempotency;
+pub mod java;
 pub mod ports;
 pub mod process;
 pub mod prometheus;

@@ -37,6 +37,7 @@
 use kong_retry_harness::envoy::{Bootstrap, Envoy, WasmFilter};
 use kong_retry_harness::etcd::Etcd;
 use kong_retry_harness::http1::sha256_hex;
+use kong_retry_harness::java::{self, parse_payment, Payment};
 use kong_retry_harness::process::{run_dir, Process};
 use kong_retry_harness::upstream::Upstream;
 use serde_json::json;
@@ -44,7 +45,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -238,28 +238,7 @@ fn filter_wasm() -> PathBuf {
 
 /// The Java example's main classes, compiled into a run directory of their own.
 fn java_classes() -> PathBuf {
-    let src = kong_retry_harness::repo_root().join("examples/java/src/main/java");
-    let mut files = Vec::new();
-    let mut dirs = vec![src];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "java") {
-                files.push(p);
-            }
-        }
-    }
-    let out = run_dir("java").unwrap().join("classes");
-    let status = Command::new("javac")
-        .args(["--release", "17", "-d"])
-        .arg(&out)
-        .args(&files)
-        .status()
-        .unwrap_or_else(|e| panic!("javac: {e} (./scripts/setup.sh installs openjdk-17)"));
-    assert!(status.success(), "javac failed on {files:?}");
-    out
+    java::compile_example().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Two gateway nodes' config: dispatch or response mode, idempotency on etcd.
@@ -290,41 +269,6 @@ fn start_node(upstream: SocketAddr, etcd: SocketAddr, mode: &str) -> Envoy {
         .cluster("etcd", etcd)
         .filter(WasmFilter::kong_retry(&filter_wasm(), &filter_config(mode)));
     Envoy::start(&b).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// One payment as the client printed it.
-#[derive(Debug)]
-struct Payment {
-    status: String,
-    attempts: u32,
-    replayed: bool,
-    key: String,
-    body_sha256: String,
-}
-
-/// `operation 7: 200 ? attempts=2 replayed key=K body_sha256=H`.
-fn parse_payment(line: &str) -> Option<Payment> {
-    let rest = line.strip_prefix("operation ")?;
-    let (_, rest) = rest.split_once(": ")?;
-    let mut p = Payment {
-        status: rest.split_whitespace().next()?.to_string(),
-        attempts: 0,
-        replayed: false,
-        key: String::new(),
-        body_sha256: String::new(),
-    };
-    for t in rest.split_whitespace() {
-        if let Some(v) = t.strip_prefix("attempts=") {
-            p.attempts = v.parse().unwrap_or(0);
-        } else if let Some(v) = t.strip_prefix("key=") {
-            p.key = v.to_string();
-        } else if let Some(v) = t.strip_prefix("body_sha256=") {
-            p.body_sha256 = v.to_string();
-        } else if t == "replayed" {
-            p.replayed = true;
-        }
-    }
-    Some(p)
 }
 
 /// Reads the lines a growing file got since `seen` (whole lines only).
@@ -424,15 +368,9 @@ fn two_nodes_killed_three_times(mode: &str) {
         .iter()
         .map(|r| format!("http://{}", r.addr))
         .collect();
-    let mut cmd = Command::new("java");
-    cmd.arg("-cp")
-        .arg(&classes)
-        .arg("dev.kongretry.example.IdempotentClient")
-        .arg(urls.join(","))
-        .arg(PAYMENTS.to_string())
-        .args(["--path", PAYMENT_PATH, "--print-keys"])
-        // Longer than the gateway's deadline (6.5 s), as the example's README says.
-        .args(["--per-attempt-ms", "8000", "--deadline-ms", "40000"]);
+    let mut cmd = java::client_command(&classes, &urls, PAYMENTS, PAYMENT_PATH);
+    // Longer than the gateway's deadline (6.5 s), as the example's README says.
+    cmd.args(["--per-attempt-ms", "8000", "--deadline-ms", "40000"]);
     // Owned here: dropped (stopped) with the test, also when an assertion fails.
     let mut java = Process::spawn("java", cmd, &log).unwrap_or_else(|e| panic!("{e}"));
 

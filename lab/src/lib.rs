@@ -7,7 +7,9 @@ pub mod delay;
 #[cfg(feature = "kong-rows")]
 pub mod forwarder;
 pub mod gateways;
+pub mod java;
 pub mod load;
+pub mod lost_answers;
 pub mod machine;
 pub mod nodes;
 pub mod plot;

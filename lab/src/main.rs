@@ -1,7 +1,8 @@
-//! `cargo run --release -p kong-retry-lab -- [--short] [--only TEXT]`: runs the
+//! `cargo run --release -p kong-retry-lab -- [--short] [--only TEXT] [--java]`: runs the
 //! rolling-upgrade lab (a rollout of the upstreams, then a gateway-node replacement) and
 //! writes docs/lab.md and docs/lab.png (`--short`: ~15 s of load, Envoy with and without
-//! the filter, no node replacement; `--short` and `--only` print the table only).
+//! the filter, no node replacement, then the Java client's exactly-once run when a JDK is
+//! on PATH; `--short` and `--only` print the table only; `--java`: the Java run alone).
 
 use kong_retry_lab::gateways::{self, Modules, Row};
 use kong_retry_lab::load::{request_id, Kind, Load};
@@ -20,19 +21,26 @@ fn main() {
         ));
     }
     let mut short = false;
+    let mut java_only = false;
     let mut only = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--short" => short = true,
             "--only" => only = it.next(),
+            "--java" => java_only = true,
             other => {
-                eprintln!("usage: kong-retry-lab [--short] [--only TEXT]   (--only: rows whose label contains TEXT; not {other:?})");
+                eprintln!("usage: kong-retry-lab [--short] [--only TEXT] [--java]   (--only: rows whose label contains TEXT; --java: the Java client's run alone; not {other:?})");
                 std::process::exit(2);
             }
         }
     }
-    if let Err(e) = lab(short, only.as_deref()) {
+    let result = if java_only {
+        java_run()
+    } else {
+        lab(short, only.as_deref())
+    };
+    if let Err(e) = result {
         eprintln!("kong-retry-lab: {e}");
         std::process::exit(1);
     }
@@ -141,6 +149,10 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
             "(partial lab: {:.0} s wall; the full lab: cargo run --release -p kong-retry-lab)",
             wall.as_secs_f64()
         );
+        if short {
+            println!();
+            kong_retry_lab::java::demo(|| Ok(modules.filter.clone()), &program)?;
+        }
         return Ok(());
     }
     let docs = root.join("docs");
@@ -172,6 +184,15 @@ fn lab(short: bool, only: Option<&str>) -> Result<(), LabError> {
         wall.as_secs_f64()
     );
     Ok(())
+}
+
+/// `--java`: the Java client's exactly-once run alone.
+fn java_run() -> Result<(), LabError> {
+    let filter = || {
+        eprintln!("lab: building the filter module");
+        Ok(Modules::build(false)?.filter)
+    };
+    kong_retry_lab::java::demo(filter, &UpstreamProgram::this_program()?)
 }
 
 /// One row's numbers on stderr, as it finishes (KONG_RETRY_LAB_VERBOSE: every failure of a
