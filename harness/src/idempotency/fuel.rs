@@ -126,8 +126,8 @@ pub fn fuel(
         let root = gw.root_stats();
         out.requests += 1;
         out.etcd_calls += etcd_calls;
-        add(&mut out.totals, &stats);
-        add(&mut out.totals, &minus(&root, &root_before));
+        out.totals.add(&stats);
+        out.totals.add(&root.since(&root_before));
     }
     Ok(out)
 }
@@ -143,26 +143,4 @@ fn etcd_reply(etcd: SocketAddr, call: &UpstreamCall) -> Result<Reply, String> {
         .header("content-type", "application/json")
         .header("content-length", &r.body.len().to_string())
         .body(r.body))
-}
-
-fn add(a: &mut RequestStats, b: &RequestStats) {
-    a.fuel += b.fuel;
-    a.callbacks += b.callbacks;
-    a.host_calls += b.host_calls;
-    a.bytes_to_guest += b.bytes_to_guest;
-    a.bytes_from_guest += b.bytes_from_guest;
-    a.shared_data_gets += b.shared_data_gets;
-    a.shared_data_sets += b.shared_data_sets;
-}
-
-fn minus(a: &RequestStats, b: &RequestStats) -> RequestStats {
-    RequestStats {
-        fuel: a.fuel.saturating_sub(b.fuel),
-        callbacks: a.callbacks.saturating_sub(b.callbacks),
-        host_calls: a.host_calls.saturating_sub(b.host_calls),
-        bytes_to_guest: a.bytes_to_guest.saturating_sub(b.bytes_to_guest),
-        bytes_from_guest: a.bytes_from_guest.saturating_sub(b.bytes_from_guest),
-        shared_data_gets: a.shared_data_gets.saturating_sub(b.shared_data_gets),
-        shared_data_sets: a.shared_data_sets.saturating_sub(b.shared_data_sets),
-    }
 }

@@ -16,8 +16,21 @@ pub struct RequestStats {
 }
 
 impl RequestStats {
-    /// Adds another callback's cost to this one.
-    pub(crate) fn add(&mut self, other: &RequestStats) {
+    /// What was spent since `earlier` (a snapshot of the same running total).
+    pub fn since(&self, earlier: &RequestStats) -> RequestStats {
+        RequestStats {
+            fuel: self.fuel.saturating_sub(earlier.fuel),
+            callbacks: self.callbacks.saturating_sub(earlier.callbacks),
+            host_calls: self.host_calls.saturating_sub(earlier.host_calls),
+            bytes_to_guest: self.bytes_to_guest.saturating_sub(earlier.bytes_to_guest),
+            bytes_from_guest: self.bytes_from_guest.saturating_sub(earlier.bytes_from_guest),
+            shared_data_gets: self.shared_data_gets.saturating_sub(earlier.shared_data_gets),
+            shared_data_sets: self.shared_data_sets.saturating_sub(earlier.shared_data_sets),
+        }
+    }
+
+    /// Adds another callback's (or request's) cost to this one.
+    pub fn add(&mut self, other: &RequestStats) {
         self.fuel += other.fuel;
         self.callbacks += other.callbacks;
         self.host_calls += other.host_calls;
