@@ -23,9 +23,15 @@ impl RequestStats {
             callbacks: self.callbacks.saturating_sub(earlier.callbacks),
             host_calls: self.host_calls.saturating_sub(earlier.host_calls),
             bytes_to_guest: self.bytes_to_guest.saturating_sub(earlier.bytes_to_guest),
-            bytes_from_guest: self.bytes_from_guest.saturating_sub(earlier.bytes_from_guest),
-            shared_data_gets: self.shared_data_gets.saturating_sub(earlier.shared_data_gets),
-            shared_data_sets: self.shared_data_sets.saturating_sub(earlier.shared_data_sets),
+            bytes_from_guest: self
+                .bytes_from_guest
+                .saturating_sub(earlier.bytes_from_guest),
+            shared_data_gets: self
+                .shared_data_gets
+                .saturating_sub(earlier.shared_data_gets),
+            shared_data_sets: self
+                .shared_data_sets
+                .saturating_sub(earlier.shared_data_sets),
         }
     }
 
