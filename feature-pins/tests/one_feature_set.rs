@@ -78,9 +78,14 @@ fn scripts_and_tools_build_dependencies_with_the_test_suites_features() {
             "normal,build,dev",
         ),
     ];
-    // The short lab leaves out the test host (and so wasmtime) on purpose: these two small
-    // workspace packages get a second, lighter build; every dependency keeps one.
-    let lighter_on_purpose = ["kong-retry-lab ", "proxy-wasm-test-host "];
+    // The short lab leaves out the test host (and so wasmtime) on purpose: these small
+    // workspace packages (the harness without its `fuel` figures) get a second, lighter
+    // build; every dependency keeps one.
+    let lighter_on_purpose = [
+        "kong-retry-lab ",
+        "proxy-wasm-test-host ",
+        "kong-retry-harness ",
+    ];
     let mut differences = Vec::new();
     for (what, selection, edges) in builds {
         for (package, sets) in resolved(selection, edges) {
