@@ -62,10 +62,15 @@ pub fn decode(bytes: &[u8]) -> Option<Headers> {
 
 /// The first value of `name` (lower case) as text, if it is UTF-8.
 pub fn first<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    first_bytes(headers, name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The first value of `name` (lower case), as bytes.
+pub fn first_bytes<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|(n, _)| n == name)
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(|(_, v)| v.as_slice())
 }
 
 #[cfg(test)]

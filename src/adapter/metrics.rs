@@ -46,7 +46,7 @@ impl Metrics {
         }
     }
 
-    /// Adds `n` to `counter` now.
+    /// Adds `n` to `counter` now (and hands over any calm-path counts with it).
     pub fn add_n(&mut self, counter: Counter, n: u32) {
         if n == 0 {
             return;
@@ -59,10 +59,7 @@ impl Metrics {
 
     /// Adds one to `counter` now (and hands over any calm-path counts with it).
     pub fn add(&mut self, counter: Counter) {
-        self.flush();
-        if let Some(id) = self.slot(counter) {
-            let _ = abi::increment_metric(id, 1);
-        }
+        self.add_n(counter, 1);
     }
 
     /// Adds one to `counter` from a calm request: in wasm memory until the next flush when

@@ -5,7 +5,7 @@
 
 use super::messages::FinalResponse;
 use crate::config::{IdempotencyConfig, StoreUnavailable};
-use crate::header_map::Headers;
+use crate::header_map::{first_bytes, Headers};
 use crate::request_copy::RequestCopy;
 use crate::retry::outcome::Outcome;
 use crate::state::idempotency::{
@@ -86,7 +86,7 @@ impl KeyGuard {
         scope_id: &str,
         owner: u64,
     ) -> Admitted {
-        let key = header_value(&copy.headers, key_header).map(trim);
+        let key = first_bytes(&copy.headers, key_header).map(<[u8]>::trim_ascii);
         match admit(config, &copy.method, key) {
             Admission::NotCovered | Admission::Unkeyed => Admitted::Unguarded,
             Admission::MissingKey => Admitted::Refused(Refusal::MissingKey),
@@ -95,7 +95,7 @@ impl KeyGuard {
                 let consumer = config
                     .consumer_header
                     .as_deref()
-                    .and_then(|h| header_value(&copy.headers, h))
+                    .and_then(|h| first_bytes(&copy.headers, h))
                     .unwrap_or(&[]);
                 Admitted::Guarded(KeyGuard {
                     id: RecordId::new(scope_id, consumer, key.unwrap_or(&[])),
@@ -221,23 +221,4 @@ pub fn refused(refusal: Refusal, key_header: &str) -> (KeyAnswer, FinalResponse)
             body: answer.body,
         },
     )
-}
-
-fn header_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_slice())
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &v[start..end]
 }

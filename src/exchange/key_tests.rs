@@ -2,6 +2,7 @@
 //! what the client gets. The store's own answers are given here; the stores themselves
 //! are tested in `state::idempotency` and, on the hosts, in tests/ and harness/tests/.
 
+use super::tests::native_answer;
 use super::*;
 use crate::config::{parse, Scheme};
 use crate::state::idempotency::{RequestDecision, StoredResponse, REPLAYED_HEADER};
@@ -216,18 +217,11 @@ fn response_mode_reads_the_native_result_whole_then_stores_it() {
         ),
         Action::PassThrough
     );
-    let a = x.handle(
-        Event::UpstreamResponseHeaders {
-            status: Some(201),
-            retry_after: None,
-        },
-        &mut e,
-    );
+    let a = x.handle(native_answer(Some(201)), &mut e);
     assert_eq!(a, Action::ReadNativeBody);
     assert!(x.reads_native_body());
     let a = x.handle(
         Event::NativeResponse {
-            headers: vec![(":status".into(), b"201".to_vec())],
             body: Some(b"paid".to_vec()),
         },
         &mut e,
@@ -244,16 +238,9 @@ fn response_mode_reads_the_native_result_whole_then_stores_it() {
         Event::Claimed(ClaimAnswer::Decided(RequestDecision::Proceed)),
         &mut e,
     );
-    x.handle(
-        Event::UpstreamResponseHeaders {
-            status: Some(200),
-            retry_after: None,
-        },
-        &mut e,
-    );
+    x.handle(native_answer(Some(200)), &mut e);
     let a = x.handle(
         Event::NativeResponse {
-            headers: vec![(":status".into(), b"200".to_vec())],
             body: Some(b"more than eight".to_vec()),
         },
         &mut e,

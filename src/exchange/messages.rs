@@ -80,11 +80,10 @@ pub enum Event {
     },
     /// `on_http_request_body`.
     RequestBody(BodyRead),
-    /// Response mode: the native attempt's status (`on_http_response_headers`).
-    UpstreamResponseHeaders {
-        status: Option<u16>,
-        retry_after: Option<String>,
-    },
+    /// Response mode: the native attempt's response headers (`on_http_response_headers`),
+    /// pseudo headers included; `proxy_made`: the proxy made this answer itself (Envoy's
+    /// 503/504 after an upstream reset or timeout), not the upstream.
+    UpstreamResponseHeaders { headers: Headers, proxy_made: bool },
     /// `on_http_call_response` for the attempt in flight.
     AttemptResult(AttemptResponse),
     /// `dispatch_http_call` returned an error for the attempt just requested.
@@ -96,12 +95,9 @@ pub enum Event {
     /// The idempotency store did what [`Action::Settle`] asked (or failed to: the key then
     /// stays locked until its deadline, which is the safe side).
     Settled,
-    /// Response mode: the native response whose result is to be stored, read whole
-    /// (`body: None` when it could not be: too large, or unreadable).
-    NativeResponse {
-        headers: Headers,
-        body: Option<Vec<u8>>,
-    },
+    /// Response mode: the body of the native response whose result is to be stored, read
+    /// whole (`None` when it could not be: too large, or unreadable).
+    NativeResponse { body: Option<Vec<u8>> },
 }
 
 /// One attempt to dispatch.

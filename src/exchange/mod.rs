@@ -76,8 +76,9 @@ pub struct Exchange {
     outcomes: Vec<Outcome>,
     /// What to do once the store has settled the key.
     after_settle: Option<Action>,
-    /// Response mode: the native response was made by the proxy, not the upstream.
-    proxy_answered: bool,
+    /// Response mode: the native response's headers, kept while its body is read whole
+    /// for the store.
+    native_headers: Option<Headers>,
 }
 
 impl Exchange {
@@ -101,7 +102,7 @@ impl Exchange {
             key_scope: String::new(),
             outcomes: Vec::new(),
             after_settle: None,
-            proxy_answered: false,
+            native_headers: None,
         }
     }
 
@@ -140,13 +141,6 @@ impl Exchange {
     /// Response mode: is the native response's body to be read whole for the store?
     pub fn reads_native_body(&self) -> bool {
         matches!(self.state, State::ReadingNativeBody(_))
-    }
-
-    /// Response mode: the native response about to be fed was made by the proxy itself (a
-    /// 502/503/504 after an upstream reset or timeout), not by the upstream. For the key
-    /// such an attempt's outcome is unknown: the request may have reached the upstream.
-    pub fn note_proxy_answer(&mut self) {
-        self.proxy_answered = true;
     }
 
     /// Response mode: will attempt 1 go the proxy's native way (its timeout is then the
@@ -224,6 +218,11 @@ impl Exchange {
         self.execution
     }
 
+    /// Gateway idempotency: the largest response body stored.
+    pub fn max_response_bytes(&self) -> usize {
+        self.plan.idempotency.max_response_bytes
+    }
+
     /// The largest body this request may have and still be retried.
     pub fn max_body_bytes(&self) -> usize {
         self.plan.max_body_bytes
@@ -244,15 +243,15 @@ impl Exchange {
             } => self.on_request_headers(headers, path, authority, env),
             Event::RequestBody(read) => self.on_request_body(read, env),
             Event::UpstreamResponseHeaders {
-                status,
-                retry_after,
-            } => self.on_native_response(status, retry_after, env),
+                headers,
+                proxy_made,
+            } => self.on_native_response(headers, proxy_made, env),
             Event::AttemptResult(resp) => self.on_attempt_result(resp, env),
             Event::DispatchRefused => self.on_dispatch_refused(env),
             Event::DelayElapsed => self.on_delay_elapsed(env),
             Event::Claimed(answer) => self.on_claimed(answer, env),
             Event::Settled => self.on_settled(),
-            Event::NativeResponse { headers, body } => self.on_native_body(headers, body, env),
+            Event::NativeResponse { body } => self.on_native_body(body, env),
         }
     }
 
@@ -419,7 +418,7 @@ impl Exchange {
         env.record_request();
         match self.execution {
             Execution::Dispatch => {
-                let timeout_ms = self.plan.per_try_timeout_ms.min(self.plan.deadline_ms);
+                let timeout_ms = self.first_attempt_timeout_ms();
                 self.start(Attempt {
                     number: 1,
                     timeout_ms,
@@ -441,21 +440,32 @@ impl Exchange {
         Action::Dispatch(attempt)
     }
 
+    /// `proxy_made`: the proxy answered itself (Envoy's 503/504 after an upstream reset or
+    /// timeout), not the upstream: for the key such an attempt's outcome is unknown.
     fn on_native_response(
         &mut self,
-        status: Option<u16>,
-        retry_after: Option<String>,
+        headers: Headers,
+        proxy_made: bool,
         env: &mut dyn Env,
     ) -> Action {
         if self.state != State::NativeFirstAttempt {
             return Action::PassThrough;
         }
-        let outcome = match status {
+        let outcome = match first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok()) {
             Some(s) => Outcome::Status(s),
             None => Outcome::Failed(Failure::Unspecified),
         };
+        let retry_after = first(&headers, "retry-after").map(str::to_string);
+        let for_key = if proxy_made {
+            Outcome::Failed(Failure::Unspecified)
+        } else {
+            outcome
+        };
+        if self.holds_key() {
+            self.native_headers = Some(headers);
+        }
         self.last = Some(Last::Native);
-        self.after_attempt(1, outcome, retry_after.as_deref(), env)
+        self.after_attempt(1, outcome, for_key, retry_after.as_deref(), env)
     }
 
     fn on_attempt_result(&mut self, resp: AttemptResponse, env: &mut dyn Env) -> Action {
@@ -489,7 +499,7 @@ impl Exchange {
             }
             Outcome::Failed(f) => self.last_failure = Some(f),
         }
-        self.after_attempt(n, resp.outcome, retry_after.as_deref(), env)
+        self.after_attempt(n, resp.outcome, resp.outcome, retry_after.as_deref(), env)
     }
 
     fn on_dispatch_refused(&mut self, env: &mut dyn Env) -> Action {
@@ -500,7 +510,8 @@ impl Exchange {
             }
             State::InFlight(n) => {
                 self.last_failure = Some(Failure::DispatchRefused);
-                self.after_attempt(n, Outcome::Failed(Failure::DispatchRefused), None, env)
+                let refused = Outcome::Failed(Failure::DispatchRefused);
+                self.after_attempt(n, refused, refused, None, env)
             }
             _ => Action::Pause,
         }
@@ -538,19 +549,15 @@ impl Exchange {
         &mut self,
         n: u32,
         outcome: Outcome,
+        for_key: Outcome,
         retry_after: Option<&str>,
         env: &mut dyn Env,
     ) -> Action {
         self.last_outcome = Some(outcome);
-        // Gateway idempotency: what this attempt says about the key (Envoy's own 503 after
-        // a broken connection is not the upstream's). Retries go on as `retry_on` says,
-        // as without gateway idempotency (issue 12: "retry as today").
+        // Gateway idempotency: `for_key` is what this attempt says about the key (Envoy's own
+        // 503 after a broken connection is not the upstream's). Retries go on as `retry_on`
+        // says, as without gateway idempotency (issue 12: "retry as today").
         if self.guard.is_some() {
-            let for_key = if std::mem::take(&mut self.proxy_answered) {
-                Outcome::Failed(Failure::Unspecified)
-            } else {
-                outcome
-            };
             self.outcomes.push(for_key);
         }
         let policy = RetryPolicy::new(&self.plan);
@@ -607,40 +614,50 @@ impl Exchange {
     fn finish(&mut self, reason: StopReason, env: &mut dyn Env) -> Action {
         self.state = State::Done(reason);
         self.copy = None;
-        let now_ms = env.now_ms();
         let last = self.last.take();
-        let settle = match (&last, self.guard.as_ref()) {
-            (_, None) => None,
-            (Some(Last::Native), Some(g)) => {
-                if g.stores(&self.outcomes, &self.plan.idempotency) {
-                    // The result is the native response: its body must be read first.
-                    self.state = State::ReadingNativeBody(reason);
-                    return Action::ReadNativeBody;
-                }
-                g.settle(
-                    &self.outcomes,
-                    None,
-                    &self.plan.attempts_header,
-                    &self.plan.idempotency,
-                    now_ms,
-                )
+        if matches!(last, Some(Last::Native))
+            && self
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.stores(&self.outcomes, &self.plan.idempotency))
+        {
+            // The result is the native response: its body must be read first.
+            self.state = State::ReadingNativeBody(reason);
+            return Action::ReadNativeBody;
+        }
+        let settle = match &last {
+            Some(Last::Dispatched(r)) => {
+                self.settle_request(Some((r.status, &r.headers, &r.body)), env.now_ms())
             }
-            (Some(Last::Dispatched(r)), Some(g)) => g.settle(
-                &self.outcomes,
-                Some((r.status, &r.headers, &r.body)),
-                &self.plan.attempts_header,
-                &self.plan.idempotency,
-                now_ms,
-            ),
-            (None, Some(g)) => g.settle(
-                &self.outcomes,
-                None,
-                &self.plan.attempts_header,
-                &self.plan.idempotency,
-                now_ms,
-            ),
+            Some(Last::Native) | None => self.settle_request(None, env.now_ms()),
         };
         let action = self.final_action(last);
+        self.settle_then(reason, settle, action)
+    }
+
+    /// What the store is asked once the exchange is over (`None`: nothing, the key is not
+    /// held or stays locked); `response` is the final one when the exchange has it.
+    fn settle_request(
+        &self,
+        response: Option<(u16, &Headers, &[u8])>,
+        now_ms: u64,
+    ) -> Option<SettleRequest> {
+        self.guard.as_ref()?.settle(
+            &self.outcomes,
+            response,
+            &self.plan.attempts_header,
+            &self.plan.idempotency,
+            now_ms,
+        )
+    }
+
+    /// Settles the key first (when there is something to settle), then `action`.
+    fn settle_then(
+        &mut self,
+        reason: StopReason,
+        settle: Option<SettleRequest>,
+        action: Action,
+    ) -> Action {
         match settle {
             Some(request) => {
                 self.state = State::Settling(reason);
@@ -661,35 +678,19 @@ impl Exchange {
     }
 
     /// Response mode: the native response, read whole, is the result to store.
-    fn on_native_body(
-        &mut self,
-        headers: Headers,
-        body: Option<Vec<u8>>,
-        env: &mut dyn Env,
-    ) -> Action {
+    fn on_native_body(&mut self, body: Option<Vec<u8>>, env: &mut dyn Env) -> Action {
         let State::ReadingNativeBody(reason) = self.state else {
             return Action::PassThrough;
         };
         self.state = State::Done(reason);
+        let headers = self.native_headers.take().unwrap_or_default();
         let status = first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
-        let (Some(guard), Some(status), Some(body)) = (self.guard.as_ref(), status, body) else {
+        let (Some(status), Some(body)) = (status, body) else {
             // Not readable whole: the key stays locked until its deadline (duplicates 409).
             return Action::PassThrough;
         };
-        match guard.settle(
-            &self.outcomes,
-            Some((status, &headers, &body)),
-            &self.plan.attempts_header,
-            &self.plan.idempotency,
-            env.now_ms(),
-        ) {
-            Some(request) => {
-                self.state = State::Settling(reason);
-                self.after_settle = Some(Action::PassThrough);
-                Action::Settle(request)
-            }
-            None => Action::PassThrough,
-        }
+        let settle = self.settle_request(Some((status, &headers, &body)), env.now_ms());
+        self.settle_then(reason, settle, Action::PassThrough)
     }
 
     /// The action that ends the exchange for the client.
@@ -824,6 +825,16 @@ mod tests {
             headers: h,
             body: format!("body {code}").into_bytes(),
         })
+    }
+
+    /// Response mode: the native attempt's answer (`None`: headers without a status).
+    pub(super) fn native_answer(status: Option<u16>) -> Event {
+        Event::UpstreamResponseHeaders {
+            headers: status
+                .map(|s| vec![(":status".to_string(), s.to_string().into_bytes())])
+                .unwrap_or_default(),
+            proxy_made: false,
+        }
     }
 
     fn failed(f: Failure) -> Event {
@@ -1191,13 +1202,7 @@ mod tests {
         // Response mode: the native attempt's failure counts too.
         let mut x = exchange(r#"{"retries":2}"#, Execution::Response);
         x.handle(request("POST", &[("idempotency-key", "k")]), &mut e);
-        x.handle(
-            Event::UpstreamResponseHeaders {
-                status: Some(502),
-                retry_after: None,
-            },
-            &mut e,
-        );
+        x.handle(native_answer(Some(502)), &mut e);
         assert_eq!(e.failures, vec![Outcome::Status(502)]);
     }
 
@@ -1407,13 +1412,7 @@ mod tests {
         );
         assert_eq!(x.handle(request("GET", &[]), &mut e), Action::PassThrough);
         assert!(x.awaits_native_response());
-        let a = x.handle(
-            Event::UpstreamResponseHeaders {
-                status: Some(503),
-                retry_after: None,
-            },
-            &mut e,
-        );
+        let a = x.handle(native_answer(Some(503)), &mut e);
         assert_eq!(dispatched(&a), 2);
         let r = responded(x.handle(status(200, &[]), &mut e));
         assert_eq!(first(&r.headers, "x-kong-retry-attempts"), Some("2"));
@@ -1421,13 +1420,7 @@ mod tests {
         // Success on the native path: nothing to do.
         let mut x = exchange("{}", Execution::Response);
         x.handle(request("GET", &[]), &mut e);
-        let a = x.handle(
-            Event::UpstreamResponseHeaders {
-                status: Some(200),
-                retry_after: None,
-            },
-            &mut e,
-        );
+        let a = x.handle(native_answer(Some(200)), &mut e);
         assert_eq!(a, Action::PassThrough);
 
         // Retries fail without a response: the held native response is released.
@@ -1436,13 +1429,7 @@ mod tests {
             Execution::Response,
         );
         x.handle(request("GET", &[]), &mut e);
-        x.handle(
-            Event::UpstreamResponseHeaders {
-                status: Some(503),
-                retry_after: None,
-            },
-            &mut e,
-        );
+        x.handle(native_answer(Some(503)), &mut e);
         assert_eq!(
             x.handle(failed(Failure::Reset), &mut e),
             Action::PassThrough
@@ -1498,16 +1485,7 @@ mod tests {
             x.handle(Event::RequestBody(BodyRead::Unreadable), &mut e),
             Action::PassThrough
         );
-        assert_eq!(
-            x.handle(
-                Event::UpstreamResponseHeaders {
-                    status: None,
-                    retry_after: None
-                },
-                &mut e
-            ),
-            Action::PassThrough
-        );
+        assert_eq!(x.handle(native_answer(None), &mut e), Action::PassThrough);
         assert!(x.dispatch_headers(1).is_empty());
     }
 }

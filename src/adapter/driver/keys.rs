@@ -6,13 +6,13 @@
 
 use super::{Driver, Purpose};
 use crate::adapter::abi;
+use crate::adapter::state::idempotency::StoreEffect;
 use crate::config::{IdempotencyStore, Plan};
-use crate::exchange::{ClaimAnswer, ClaimRequest, SettleRequest};
-use crate::header_map::first;
+use crate::exchange::{ClaimAnswer, ClaimRequest, Event, SettleRequest};
 use crate::metrics::Counter;
 use crate::state::idempotency::etcd::EtcdCall;
 use crate::state::idempotency::etcd_steps::{
-    release_call, settled, store_call, ClaimSpec, ClaimStep, EtcdClaim,
+    lease_gone, release_call, settled, store_call, ClaimSpec, ClaimStep, EtcdClaim,
 };
 use crate::state::idempotency::RequestDecision;
 use std::time::Duration;
@@ -28,7 +28,10 @@ pub(super) enum Step<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum StoreCall {
     Claim,
-    Settle,
+    /// `stores`: it stores a result (rather than releasing the key), for the metric.
+    Settle {
+        stores: bool,
+    },
 }
 
 impl Driver {
@@ -51,13 +54,9 @@ impl Driver {
                     (Ok(mut keys), Ok(mut access)) => {
                         keys.claim_shared(&mut access, self.host, &req, now_ms)
                     }
-                    _ => (ClaimAnswer::Unavailable, Default::default()),
+                    _ => (ClaimAnswer::Unavailable, StoreEffect::unavailable()),
                 };
-                self.count_effect(
-                    effect.evicted,
-                    effect.unavailable || answer == ClaimAnswer::Unavailable,
-                    false,
-                );
+                self.count_effect(effect.evicted, effect.unavailable, false);
                 Step::Now(answer)
             }
             IdempotencyStore::Etcd => {
@@ -100,7 +99,7 @@ impl Driver {
                     (Ok(mut keys), Ok(mut access)) => {
                         keys.settle_shared(&mut access, self.host, req, abi::now_ms())
                     }
-                    _ => Default::default(),
+                    _ => StoreEffect::unavailable(),
                 };
                 self.count_effect(effect.evicted, effect.unavailable, effect.stored);
                 Step::Now(())
@@ -124,8 +123,7 @@ impl Driver {
                     },
                     SettleRequest::Release { .. } => release_call(lock),
                 };
-                self.settle_stores = stores;
-                if self.send_etcd(&plan, &call, StoreCall::Settle) {
+                if self.send_etcd(&plan, &call, StoreCall::Settle { stores }) {
                     Step::Pending
                 } else {
                     self.settle_failed("dispatch to etcd refused");
@@ -135,19 +133,18 @@ impl Driver {
         }
     }
 
-    /// An etcd answer: the next call of the sequence, or the event that ends it.
+    /// An etcd answer (`None`: the call failed, or no status came back): the next call of
+    /// the sequence, or the event that ends it.
     pub(super) fn on_store_answer(
         &mut self,
         call: StoreCall,
-        body_size: usize,
-    ) -> Option<crate::exchange::Event> {
-        use crate::exchange::Event;
-        let answer = self.read_store_answer(body_size);
+        answer: Option<(u16, Vec<u8>)>,
+    ) -> Option<Event> {
         match call {
-            StoreCall::Settle => {
+            StoreCall::Settle { stores } => {
                 match answer.as_ref().map(|(status, body)| settled(*status, body)) {
                     Some(Ok(true)) => {
-                        if self.settle_stores {
+                        if stores {
                             self.shared.metrics.borrow_mut().add(Counter::KeyStored);
                         }
                     }
@@ -194,7 +191,7 @@ impl Driver {
                         Some(Event::Claimed(ClaimAnswer::Decided(decision)))
                     }
                     Err(e) => {
-                        if e.to_string().contains("lease not found") {
+                        if lease_gone(&e) {
                             self.shared.keys.borrow_mut().lease = None;
                         }
                         Some(Event::Claimed(self.store_failed(&e.to_string())))
@@ -262,23 +259,5 @@ impl Driver {
                 false
             }
         }
-    }
-
-    /// The status and body of an etcd answer; `None` when the call failed (Kong's
-    /// `:dispatch_status` not `ok`, or no status at all).
-    fn read_store_answer(&self, body_size: usize) -> Option<(u16, Vec<u8>)> {
-        if self.in_failed_call {
-            return None;
-        }
-        let headers = abi::get_headers(abi::CALL_RESPONSE_HEADERS).ok()?;
-        let status = first(&headers, ":status")?.trim().parse::<u16>().ok()?;
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            abi::get_buffer(abi::HTTP_CALL_RESPONSE_BODY, 0, body_size)
-                .ok()
-                .flatten()?
-        };
-        Some((status, body))
     }
 }

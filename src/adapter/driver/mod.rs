@@ -89,14 +89,9 @@ pub struct Driver {
     in_failed_call: bool,
     /// The response has begun (its headers were seen): "go on" now means the response.
     response_started: bool,
-    /// Gateway idempotency on etcd: the claim under way, the lock it won, and whether the
-    /// settle under way stores a result (for the metric).
+    /// Gateway idempotency on etcd: the claim under way, and the lock it won.
     etcd_claim: Option<Box<EtcdClaim>>,
     etcd_lock: Option<EtcdLock>,
-    settle_stores: bool,
-    /// Response mode: the native response's headers, kept while its body is read whole
-    /// for the idempotency store.
-    native_headers: Option<Headers>,
 }
 
 /// Adaptive mode: which protection scope a request belongs to, and which way it went.
@@ -129,8 +124,6 @@ impl Driver {
                 response_started: false,
                 etcd_claim: None,
                 etcd_lock: None,
-                settle_stores: false,
-                native_headers: None,
             })
         })
     }
@@ -158,8 +151,6 @@ impl Driver {
         self.response_started = false;
         self.etcd_claim = None;
         self.etcd_lock = None;
-        self.settle_stores = false;
-        self.native_headers = None;
     }
 
     fn handle(&mut self, event: Event) -> Option<Action> {
@@ -348,20 +339,19 @@ impl Driver {
             );
             return None;
         };
-        self.scope = match plan.budget.scope {
+        let scope_id = |scope: BudgetScope| match scope {
             BudgetScope::Upstream => upstream.target.clone(),
             BudgetScope::Route => self.route_id().unwrap_or_else(|| upstream.target.clone()),
         };
+        let budget_scope = scope_id(plan.budget.scope);
         let key_scope = if !plan.idempotency.enabled {
             String::new()
         } else if plan.idempotency.scope == plan.budget.scope {
-            self.scope.clone()
+            budget_scope.clone()
         } else {
-            match plan.idempotency.scope {
-                BudgetScope::Upstream => upstream.target.clone(),
-                BudgetScope::Route => self.route_id().unwrap_or_else(|| upstream.target.clone()),
-            }
+            scope_id(plan.idempotency.scope)
         };
+        self.scope = budget_scope;
         Some(
             Exchange::new(
                 plan,
@@ -502,28 +492,11 @@ impl Driver {
         }
         if x.awaits_native_response() {
             let headers = abi::get_headers(abi::RESPONSE_HEADERS).unwrap_or_default();
-            let status = first(&headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
-            let retry_after = first(&headers, "retry-after").map(str::to_string);
-            let holds_key = x.holds_key();
-            if holds_key && self.host == Host::Envoy && matches!(status, Some(502..=504)) {
-                // Envoy answers 503/504 itself after an upstream reset or timeout; only
-                // `via_upstream` says the upstream sent it (and so did not apply it, for 502
-                // and 503). Unreadable counts as Envoy's own: the safe reading.
-                let via_upstream = abi::property(&["response", "code_details"])
-                    .is_some_and(|v| v == b"via_upstream");
-                if !via_upstream {
-                    if let Some(x) = self.exchange.as_deref_mut() {
-                        x.note_proxy_answer();
-                    }
-                }
-            }
+            let proxy_made = x.holds_key() && self.envoy_made(&headers);
             let action = self.handle(Event::UpstreamResponseHeaders {
-                status,
-                retry_after,
+                headers,
+                proxy_made,
             });
-            if holds_key {
-                self.native_headers = Some(headers);
-            }
             let go_on = self.run(action, Phase::ResponseHeaders);
             if end_of_stream
                 && self
@@ -547,17 +520,12 @@ impl Driver {
         if self.exchange.as_deref().is_some_and(Exchange::retrying) {
             return HostAction::Pause;
         }
-        if self
+        if let Some(max) = self
             .exchange
             .as_deref()
-            .is_some_and(Exchange::reads_native_body)
+            .filter(|x| x.reads_native_body())
+            .map(Exchange::max_response_bytes)
         {
-            let max = self
-                .shared
-                .plan
-                .borrow()
-                .as_ref()
-                .map_or(0, |p| p.idempotency.max_response_bytes);
             if body_size > max {
                 // Not stored: the key stays locked until lock_timeout (documented).
                 return self.native_body_read(None, Phase::ResponseBody);
@@ -588,9 +556,19 @@ impl Driver {
 
     /// The native response whose result is to be stored is read (`None`: it could not be).
     fn native_body_read(&mut self, body: Option<Vec<u8>>, phase: Phase) -> HostAction {
-        let headers = self.native_headers.take().unwrap_or_default();
-        let action = self.handle(Event::NativeResponse { headers, body });
+        let action = self.handle(Event::NativeResponse { body });
         self.run(action, phase)
+    }
+
+    /// Did Envoy make this 502/503/504 itself (after an upstream reset or timeout)? Only
+    /// `response.code_details` = `via_upstream` says the upstream sent it (and so did not
+    /// apply the request, for 502 and 503); unreadable counts as Envoy's own, the safe
+    /// reading. Read only for a held key: it decides nothing else.
+    fn envoy_made(&self, headers: &Headers) -> bool {
+        let status = first(headers, ":status").and_then(|s| s.trim().parse::<u16>().ok());
+        self.host == Host::Envoy
+            && matches!(status, Some(502..=504))
+            && abi::property(&["response", "code_details"]).is_none_or(|v| v != b"via_upstream")
     }
 
     /// Tells the client how many attempts a natively proxied response took.
@@ -642,11 +620,18 @@ impl Driver {
                 self.deliver_relayed();
                 None
             }
-            Purpose::Store(call) => match self.on_store_answer(call, body_size) {
-                Some(event) => self.handle(event),
-                // The next call of the sequence is out.
-                None => return,
-            },
+            Purpose::Store(call) => {
+                let response = read_call_response(body_size, dispatch_status.as_deref());
+                let answer = match response.outcome {
+                    Outcome::Status(status) => Some((status, response.body)),
+                    Outcome::Failed(_) => None,
+                };
+                match self.on_store_answer(call, answer) {
+                    Some(event) => self.handle(event),
+                    // The next call of the sequence is out.
+                    None => return,
+                }
+            }
             Purpose::Attempt {
                 number: n,
                 sent_ms,
@@ -725,11 +710,7 @@ impl Driver {
                 // Only a response-headers callback can decide to store a native result;
                 // anywhere else its body is out of reach: the key stays locked.
                 Action::ReadNativeBody => {
-                    let headers = self.native_headers.take().unwrap_or_default();
-                    action = self.handle(Event::NativeResponse {
-                        headers,
-                        body: None,
-                    });
+                    action = self.handle(Event::NativeResponse { body: None })
                 }
                 Action::Respond(resp) => {
                     log::debug!(

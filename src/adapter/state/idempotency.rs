@@ -34,6 +34,16 @@ pub struct StoreEffect {
     pub stored: bool,
 }
 
+impl StoreEffect {
+    /// The store could not be used.
+    pub fn unavailable() -> Self {
+        StoreEffect {
+            unavailable: true,
+            ..StoreEffect::default()
+        }
+    }
+}
+
 impl VmKeys {
     /// No plan yet: nothing kept.
     pub fn new(root_id: u32) -> Self {
@@ -84,16 +94,17 @@ impl VmKeys {
         now_ms: u64,
     ) -> (ClaimAnswer, StoreEffect) {
         let Some(records) = self.usable(access, host) else {
-            return unavailable();
+            return (ClaimAnswer::Unavailable, StoreEffect::unavailable());
         };
-        match records.begin(
+        let begun = records.begin(
             &HostStore,
             &req.id,
             &req.fingerprint,
             req.owner,
             now_ms,
             req.lock_timeout_ms,
-        ) {
+        );
+        match begun {
             Ok(begin) => (
                 ClaimAnswer::Decided(begin.decision),
                 StoreEffect {
@@ -103,7 +114,7 @@ impl VmKeys {
             ),
             Err(e) => {
                 self.unavailable(&e.to_string());
-                unavailable()
+                (ClaimAnswer::Unavailable, StoreEffect::unavailable())
             }
         }
     }
@@ -117,7 +128,7 @@ impl VmKeys {
         now_ms: u64,
     ) -> StoreEffect {
         let Some(records) = self.usable(access, host) else {
-            return unavailable().1;
+            return StoreEffect::unavailable();
         };
         let stores = matches!(req, SettleRequest::Store { .. });
         let result = match req {
@@ -138,14 +149,14 @@ impl VmKeys {
             Ok(Settled::NotOurs | Settled::NoRoom) => StoreEffect::default(),
             Err(e) => {
                 self.unsettled(&e.to_string());
-                unavailable().1
+                StoreEffect::unavailable()
             }
         }
     }
 
     /// The records, once shared data is known to be usable.
-    fn usable(&mut self, access: &mut StoreAccess, host: Host) -> Option<SharedRecords> {
-        let records = self.shared.clone()?;
+    fn usable(&mut self, access: &mut StoreAccess, host: Host) -> Option<&SharedRecords> {
+        self.shared.as_ref()?;
         match access.resolve(host) {
             StoreState::Ready(found) => {
                 if !self.announced {
@@ -155,7 +166,7 @@ impl VmKeys {
                         self.root_id
                     );
                 }
-                Some(records)
+                self.shared.as_ref()
             }
             StoreState::Unchecked => None,
             StoreState::Missing(why) => {
@@ -199,14 +210,4 @@ impl VmKeys {
         self.warned = false;
         self.warned_settle = false;
     }
-}
-
-fn unavailable() -> (ClaimAnswer, StoreEffect) {
-    (
-        ClaimAnswer::Unavailable,
-        StoreEffect {
-            unavailable: true,
-            ..StoreEffect::default()
-        },
-    )
 }

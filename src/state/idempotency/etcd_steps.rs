@@ -217,7 +217,7 @@ impl EtcdClaim {
 }
 
 /// Did etcd refuse a put because its lease does not exist?
-fn lease_gone(e: &EtcdError) -> bool {
+pub fn lease_gone(e: &EtcdError) -> bool {
     matches!(e, EtcdError::Status { message, .. } if message.contains("lease not found"))
 }
 
