@@ -18,6 +18,7 @@ pub mod java;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod tcp;
 pub mod upstream;
 pub mod wasm;
 

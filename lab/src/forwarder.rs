@@ -101,20 +101,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 
 /// Closes with SO_LINGER 0: the peer gets a TCP reset.
 fn reset(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket we own, with a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    kong_retry_harness::tcp::reset_on_close(s);
     let _ = s.shutdown(Shutdown::Both);
 }

@@ -407,21 +407,7 @@ fn reset(stream: Option<TcpStream>, script: &Script) {
     let _ = s.write_all(&body[..body.len() / 2]);
     let _ = s.flush();
     std::thread::sleep(Duration::from_millis(20));
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a socket we own, with a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    crate::tcp::reset_on_close(&s);
     drop(s);
 }
 
