@@ -78,13 +78,13 @@ pub enum Admitted {
 
 impl KeyGuard {
     /// Admission for the request whose headers were copied; `scope_id` is the route or
-    /// upstream the key lives in, `owner` a random token.
+    /// upstream the key lives in, `owner` draws a random token (only for a keyed request).
     pub fn admit(
         config: &IdempotencyConfig,
         key_header: &str,
         copy: &RequestCopy,
         scope_id: &str,
-        owner: u64,
+        owner: impl FnOnce() -> u64,
     ) -> Admitted {
         let key = first_bytes(&copy.headers, key_header).map(<[u8]>::trim_ascii);
         match admit(config, &copy.method, key) {
@@ -99,7 +99,7 @@ impl KeyGuard {
                     .unwrap_or(&[]);
                 Admitted::Guarded(KeyGuard {
                     id: RecordId::new(scope_id, consumer, key.unwrap_or(&[])),
-                    owner,
+                    owner: owner(),
                     path: copy.path.clone(),
                     claimed: false,
                 })

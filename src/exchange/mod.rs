@@ -306,7 +306,7 @@ impl Exchange {
                 &self.plan.idempotency_header,
                 &copy,
                 &self.key_scope,
-                env.random(),
+                || env.random(),
             ) {
                 Admitted::Unguarded => {}
                 Admitted::Guarded(g) => self.guard = Some(g),
