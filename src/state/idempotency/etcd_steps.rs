@@ -273,6 +273,21 @@ mod tests {
         }
     }
 
+    fn key() -> (RecordId, Fingerprint) {
+        (
+            RecordId::new("r", b"", b"k"),
+            Fingerprint::of("POST", "/", b"x"),
+        )
+    }
+
+    /// A worker lease that is still usable at `NOW`.
+    fn usable_lease() -> ReusableLease {
+        ReusableLease {
+            id: 5,
+            usable_until_ms: NOW + 1,
+        }
+    }
+
     fn body(call: &EtcdCall) -> Value {
         serde_json::from_str(&call.body).unwrap()
     }
@@ -296,10 +311,7 @@ mod tests {
 
     #[test]
     fn a_claim_without_a_lease_grants_one_then_claims_and_offers_it_for_reuse() {
-        let (id, fp) = (
-            RecordId::new("r", b"", b"k"),
-            Fingerprint::of("POST", "/", b"x"),
-        );
+        let (id, fp) = key();
         let (mut claim, first) = EtcdClaim::start(spec(&id, &fp), None).unwrap();
         assert_eq!(first.path, "/v3/lease/grant");
         // ttl + lock_timeout + reuse window, in seconds.
@@ -344,14 +356,8 @@ mod tests {
 
     #[test]
     fn a_usable_lease_is_reused_and_an_expired_one_is_not() {
-        let (id, fp) = (
-            RecordId::new("r", b"", b"k"),
-            Fingerprint::of("POST", "/", b"x"),
-        );
-        let lease = ReusableLease {
-            id: 5,
-            usable_until_ms: NOW + 1,
-        };
+        let (id, fp) = key();
+        let lease = usable_lease();
         let (_, first) = EtcdClaim::start(spec(&id, &fp), Some(lease)).unwrap();
         assert_eq!(first.path, "/v3/kv/txn");
         let old = ReusableLease {
@@ -364,14 +370,8 @@ mod tests {
 
     #[test]
     fn a_lost_lease_is_replaced_once() {
-        let (id, fp) = (
-            RecordId::new("r", b"", b"k"),
-            Fingerprint::of("POST", "/", b"x"),
-        );
-        let lease = ReusableLease {
-            id: 5,
-            usable_until_ms: NOW + 1,
-        };
+        let (id, fp) = key();
+        let lease = usable_lease();
         let (mut claim, _) = EtcdClaim::start(spec(&id, &fp), Some(lease)).unwrap();
         let gone = br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#;
         let ClaimStep::Call(grant) = claim.on_answer(404, gone, NOW).unwrap() else {
@@ -384,14 +384,8 @@ mod tests {
 
     #[test]
     fn an_existing_record_decides_and_an_expired_one_is_taken_over() {
-        let (id, fp) = (
-            RecordId::new("r", b"", b"k"),
-            Fingerprint::of("POST", "/", b"x"),
-        );
-        let lease = ReusableLease {
-            id: 5,
-            usable_until_ms: NOW + 1,
-        };
+        let (id, fp) = key();
+        let lease = usable_lease();
         let live = Record::InFlight {
             fingerprint: fp,
             owner: 1,
