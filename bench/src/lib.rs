@@ -534,36 +534,6 @@ impl Report {
     }
 }
 
-fn subtract(after: RequestStats, before: RequestStats) -> RequestStats {
-    RequestStats {
-        fuel: after.fuel.saturating_sub(before.fuel),
-        callbacks: after.callbacks.saturating_sub(before.callbacks),
-        host_calls: after.host_calls.saturating_sub(before.host_calls),
-        bytes_to_guest: after.bytes_to_guest.saturating_sub(before.bytes_to_guest),
-        bytes_from_guest: after
-            .bytes_from_guest
-            .saturating_sub(before.bytes_from_guest),
-        shared_data_gets: after
-            .shared_data_gets
-            .saturating_sub(before.shared_data_gets),
-        shared_data_sets: after
-            .shared_data_sets
-            .saturating_sub(before.shared_data_sets),
-    }
-}
-
-fn plus(a: RequestStats, b: RequestStats) -> RequestStats {
-    RequestStats {
-        fuel: a.fuel + b.fuel,
-        callbacks: a.callbacks + b.callbacks,
-        host_calls: a.host_calls + b.host_calls,
-        bytes_to_guest: a.bytes_to_guest + b.bytes_to_guest,
-        bytes_from_guest: a.bytes_from_guest + b.bytes_from_guest,
-        shared_data_gets: a.shared_data_gets + b.shared_data_gets,
-        shared_data_sets: a.shared_data_sets + b.shared_data_sets,
-    }
-}
-
 /// A gateway running `mode`'s config.
 fn gateway(module: &WasmModule, profile: Profile, config: String) -> Result<Gateway, HostError> {
     Gateway::builder(profile, module)
@@ -617,7 +587,7 @@ pub fn measure(module: &WasmModule, scenario: &Scenario, requests: usize) -> Res
             )
             .map_err(|e| format!("{what}: request {i}: {e}"))?;
         gw.advance(GAP_MS);
-        let root = subtract(gw.root_stats(), root_before);
+        let root = gw.root_stats().since(&root_before);
         if let Some(trap) = gw.traps().first() {
             return Err(format!(
                 "{what}: request {i}: the filter trapped in {}: {}",
@@ -643,11 +613,13 @@ pub fn measure(module: &WasmModule, scenario: &Scenario, requests: usize) -> Res
                 scenario.expect.describe()
             ));
         }
-        let stats = gw
+        let mut stats = gw
             .stats(ex.request)
             .ok_or_else(|| format!("{what}: request {i}: the host has no stats"))?;
         if i >= warmup {
-            totals.add(plus(stats, root));
+            // The root context's work while the request ran counts to the request.
+            stats.add(&root);
+            totals.add(stats);
         }
     }
     Ok(Row {
